@@ -1,0 +1,170 @@
+"""API keys: creation, hashed storage, and the per-process lookup cache every service authenticates with."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+
+import asyncpg
+import msgspec
+
+from triggers_common.db import Conn
+from triggers_common.errors import Forbidden, ServiceUnavailable, Unauthorized
+from triggers_common.settings import DEV_API_KEY, DEV_TENANT, Settings
+
+log = logging.getLogger("triggers.auth")
+
+SCOPES = ("events:write", "events:read", "webhooks", "analytics", "admin")
+DEFAULT_SCOPES = ("events:write", "events:read", "webhooks", "analytics")
+DEV_KEY_ID = "key_dev"
+_NEGATIVE_TTL_S = 1.0
+_MAX_CACHED_KEYS = 100_000
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the key's public id, its tenant and what it may do."""
+
+    key_id: str
+    tenant_id: str
+    scopes: frozenset[str]
+    rate_limit: int | None = None
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"API key lacks the '{scope}' scope", {"required_scope": scope})
+
+
+def hash_key(key: str) -> bytes:
+    """Keys are 256-bit random strings, so one SHA-256 makes a stolen table useless and lookups O(1)."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def generate_key() -> str:
+    return "tr_" + secrets.token_urlsafe(32)
+
+
+class CreatedKey(msgspec.Struct, frozen=True):
+    key_id: str
+    tenant_id: str
+    key: str
+    scopes: list[str]
+
+
+async def create_key(conn: Conn, tenant_id: str, scopes: Iterable[str] = DEFAULT_SCOPES, name: str = "") -> CreatedKey:
+    """Create the tenant if needed and a new key for it; the key text exists only in the return value."""
+    scopes = list(scopes)
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+    key = generate_key()
+    key_id = "key_" + secrets.token_hex(8)
+    async with conn.transaction():
+        await conn.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant_id)
+        await conn.execute(
+            "INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes) VALUES ($1, $2, $3, $4, $5)",
+            key_id,
+            tenant_id,
+            hash_key(key),
+            name,
+            scopes,
+        )
+    return CreatedKey(key_id=key_id, tenant_id=tenant_id, key=key, scopes=scopes)
+
+
+async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
+    """The dev key exists (for tenant ``dev``) in dev mode, and is revoked whenever dev mode is off."""
+    if dev_mode:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", DEV_TENANT)
+            await conn.execute(
+                """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes)
+                   VALUES ($1, $2, $3, 'development key', $4)
+                   ON CONFLICT (key_id) DO UPDATE SET status = 'active', revoked_at = NULL""",
+                DEV_KEY_ID,
+                DEV_TENANT,
+                hash_key(DEV_API_KEY),
+                list(SCOPES),
+            )
+    else:
+        await conn.execute(
+            "UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE key_id = $1 AND status <> 'revoked'",
+            DEV_KEY_ID,
+        )
+
+
+_LOOKUP = """
+SELECT key_id, tenant_id, scopes, rate_limit FROM api_keys
+WHERE key_hash = $1 AND status IN ('active', 'rotating') AND (expires_at IS NULL OR expires_at > now())
+"""
+
+
+class KeyCache:
+    """Resolves API keys to principals with one Postgres read per key per ``key_cache_ttl_s``.
+
+    Concurrent lookups of one key share a single query. If Postgres is unreachable, a key seen before keeps
+    working on its last known state; an unknown key gets 503, never a guess.
+    """
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._entries: dict[bytes, tuple[Principal | None, float]] = {}
+        self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
+
+    async def authenticate(self, key: str | None) -> Principal:
+        if not key:
+            raise Unauthorized("Missing X-API-Key header")
+        if key == DEV_API_KEY and not self._settings.dev_mode:
+            raise Unauthorized("Invalid API key")
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
+        if entry is not None and entry[1] > time.monotonic():
+            principal = entry[0]
+        else:
+            principal = await self._refresh(digest, entry)
+        if principal is None:
+            raise Unauthorized("Invalid API key")
+        return principal
+
+    async def _refresh(self, digest: bytes, stale: tuple[Principal | None, float] | None) -> Principal | None:
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        try:
+            principal = await self._load(digest)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            if stale is not None and stale[0] is not None:
+                principal = stale[0]
+                log.warning("key store unreachable; using the last known key state")
+            else:
+                future.set_exception(ServiceUnavailable("Key store unavailable, retry later"))
+                future.exception()  # retrieved here so an unawaited future does not warn
+                raise ServiceUnavailable("Key store unavailable, retry later") from exc
+            ttl = self._settings.key_cache_ttl_s
+        else:
+            ttl = self._settings.key_cache_ttl_s if principal is not None else _NEGATIVE_TTL_S
+        finally:
+            self._inflight.pop(digest, None)
+        if len(self._entries) >= _MAX_CACHED_KEYS:
+            self._entries.clear()
+        self._entries[digest] = (principal, time.monotonic() + ttl)
+        future.set_result(principal)
+        return principal
+
+    async def _load(self, digest: bytes) -> Principal | None:
+        async with asyncio.timeout(2.0):
+            row = await self._pool.fetchrow(_LOOKUP, digest)
+        if row is None:
+            return None
+        return Principal(
+            key_id=row["key_id"],
+            tenant_id=row["tenant_id"],
+            scopes=frozenset(row["scopes"]),
+            rate_limit=row["rate_limit"],
+        )

@@ -1,0 +1,119 @@
+"""Postgres: the connection pool (JSON passes through as raw bytes) and versioned migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterable
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from triggers_common.settings import Settings
+
+log = logging.getLogger("triggers.db")
+Pool = asyncpg.Pool
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+"""A connection of its own or one borrowed from the pool: every store function takes either."""
+_MIGRATION_LOCK = 0x7472696767657273  # "triggers"
+_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _encode_json(value: bytes | str | msgspec.Raw) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # json and jsonb travel as the client's own bytes, decoded to msgspec.Raw: no parse on the way out.
+    await conn.set_type_codec("json", schema="pg_catalog", format="binary", encoder=_encode_json, decoder=msgspec.Raw)
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda v: b"\x01" + _encode_json(v),
+        decoder=lambda b: msgspec.Raw(b[1:]),
+    )
+
+
+async def create_pool(settings: Settings, deadline_s: float = 60.0) -> asyncpg.Pool:
+    """Open the pool, retrying while Postgres is not reachable yet."""
+    deadline = time.monotonic() + deadline_s
+    delay = 0.2
+    while True:
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                settings.database_url,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                command_timeout=settings.db_command_timeout_s,
+                init=_init_connection,
+            )
+            return pool
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def migrate(conn: Conn, sources: Iterable[tuple[str, Traversable]]) -> list[str]:
+    """Apply every ``NNNN_name.sql`` not applied yet, per component, each file in its own transaction.
+
+    A session advisory lock makes concurrent starts (several replicas) apply each file exactly once.
+    Returns the names applied.
+    """
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   component text NOT NULL,
+                   version integer NOT NULL,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (component, version))"""
+        )
+        for component, folder in sources:
+            done = {
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM schema_migrations WHERE component = $1", component)
+            }
+            files = sorted((f for f in folder.iterdir() if _MIGRATION_FILE.match(f.name)), key=lambda f: f.name)
+            for file in files:
+                version = int(file.name[:4])
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(file.read_text())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (component, version, name) VALUES ($1, $2, $3)",
+                        component,
+                        version,
+                        file.name,
+                    )
+                applied.append(f"{component}/{file.name}")
+                log.info("migration applied", extra={"migration": f"{component}/{file.name}"})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied
+
+
+async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:
+    """True when Postgres answers a trivial query."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await pool.fetchval("SELECT 1")
+        return True
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
+def as_text(value: Any) -> str:
+    """Raw JSON bytes from the pool, as text (for logs and tests)."""
+    return bytes(value).decode() if isinstance(value, msgspec.Raw) else str(value)

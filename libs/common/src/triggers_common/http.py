@@ -1,0 +1,238 @@
+"""The HTTP skeleton every target shares: request ids, the error envelope, health, metrics, CORS, docs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get
+from litestar.config.cors import CORSConfig
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import ControllerRouterHandler, Message, Scope
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from triggers_common.errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    TriggersError,
+    ValidationFailed,
+)
+from triggers_common.models import format_timestamp, utc_now
+from triggers_common.settings import Settings
+
+log = logging.getLogger("triggers.http")
+
+_REQUEST_ID = "triggers.request_id"
+_MAX_REQUEST_ID = 128
+JSON = "application/json"
+encode = msgspec.json.Encoder().encode
+
+
+@dataclass
+class Component:
+    """One deployable part (ingest, inbox, ...): its routes, its migrations and its background work."""
+
+    name: str
+    routes: Sequence[ControllerRouterHandler] = ()
+    migrations: Traversable | None = None
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def request_id(scope: Scope | Request[Any, Any, Any]) -> str:
+    """The caller's ``X-Request-ID`` (capped at 128 chars) or a new UUID, fixed for the whole request."""
+    s: Any = scope.scope if isinstance(scope, Request) else scope
+    rid: str | None = s.get(_REQUEST_ID)
+    if rid is None:
+        rid = header(s, b"x-request-id")
+        rid = rid[:_MAX_REQUEST_ID] if rid else str(uuid.uuid4())
+        s[_REQUEST_ID] = rid
+    return rid
+
+
+def header(scope: Any, name: bytes) -> str | None:
+    """One request header by lower-case name, read straight from the ASGI scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            try:
+                return str(value.decode("latin-1"))
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def api_key(request: Request[Any, Any, Any]) -> str | None:
+    """The key from ``X-API-Key``, or from ``Authorization: Bearer``."""
+    scope = request.scope
+    key = header(scope, b"x-api-key")
+    if key:
+        return key
+    auth = header(scope, b"authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
+
+
+def json_response(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
+
+
+async def _add_request_id(message: Message, scope: Scope) -> None:
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", []))
+        headers.append((b"x-request-id", request_id(scope).encode("latin-1")))
+        message["headers"] = headers
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: ErrorBody
+
+
+def _as_triggers_error(request: Request[Any, Any, Any], exc: Exception) -> TriggersError:
+    if isinstance(exc, TriggersError):
+        return exc
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        headers = dict(exc.headers or {})
+        if status == 404:
+            return NotFound(f"No route for {request.method} {request.url.path}")
+        if status == 405:
+            err = MethodNotAllowed(f"Method {request.method} not allowed", headers={"Allow": headers.get("allow", "")})
+            return err
+        if status == 413:
+            limit = request.route_handler.resolve_request_max_body_size() if "route_handler" in request.scope else 0
+            actual = request.headers.get("content-length")
+            return PayloadTooLarge(
+                "Request body too large",
+                {"limit_bytes": limit, "actual_bytes": int(actual) if actual and actual.isdigit() else None},
+            )
+        if status == 400:
+            return ValidationFailed(str(exc.detail))
+        generic = TriggersError(str(exc.detail) if status < 500 else None)
+        generic.status_code = status  # type: ignore[misc]
+        return generic
+    log.exception("unhandled error", extra={"request_id": request_id(request), "path": request.url.path})
+    return TriggersError()
+
+
+def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """The one place an exception becomes the API's error envelope."""
+    err = _as_triggers_error(request, exc)
+    body = ErrorEnvelope(ErrorBody(err.code, err.message, err.details, request_id(request)))
+    return json_response(encode(body), err.status_code, err.headers or None)
+
+
+class Health(msgspec.Struct):
+    status: str
+    timestamp: str
+    version: str
+    request_id: str
+    checks: dict[str, bool] | None = None
+
+
+def health_routes(
+    settings: Settings, ready_checks: Callable[[], Awaitable[dict[str, bool]]]
+) -> list[ControllerRouterHandler]:
+
+    @get("/v1/health", tags=["health"], summary="Service health", include_in_schema=True)
+    async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = Health("healthy", format_timestamp(utc_now()), settings.version, request_id(request))
+        return json_response(encode(body))
+
+    @get("/health/live", tags=["health"], summary="Process is up")
+    async def live(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = Health("alive", format_timestamp(utc_now()), settings.version, request_id(request))
+        return json_response(encode(body))
+
+    @get("/health/ready", tags=["health"], summary="Kafka and Postgres reachable (503 otherwise)")
+    async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+        checks = await ready_checks()
+        ok = all(checks.values())
+        body = Health(
+            "ready" if ok else "unavailable",
+            format_timestamp(utc_now()),
+            settings.version,
+            request_id(request),
+            checks,
+        )
+        return json_response(encode(body), 200 if ok else 503, None if ok else {"Retry-After": "2"})
+
+    @get("/metrics", tags=["health"], summary="Prometheus metrics", media_type="text/plain")
+    async def metrics() -> Response[bytes]:
+        return Response(content=generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @get("/openapi.json", tags=["health"], summary="OpenAPI document", include_in_schema=False)
+    async def openapi(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return json_response(encode(request.app.openapi_schema.to_schema()))
+
+    return [health, live, ready, metrics, openapi]
+
+
+CORS = CORSConfig(
+    allow_origins=["*"],
+    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    allow_headers=[
+        "Content-Type",
+        "X-API-Key",
+        "Authorization",
+        "X-Request-ID",
+        "X-Signature",
+        "X-Signature-Timestamp",
+        "Idempotency-Key",
+    ],
+    expose_headers=[
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "Retry-After",
+        "X-Request-ID",
+        "Idempotent-Replayed",
+    ],
+    allow_credentials=False,
+)
+
+
+def build_app(
+    settings: Settings,
+    components: Sequence[Component],
+    ready_checks: Callable[[], Awaitable[dict[str, bool]]],
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Litestar:
+    """One Litestar app serving the given components side by side (``--target all`` is just all of them)."""
+    routes: list[ControllerRouterHandler] = [*health_routes(settings, ready_checks)]
+    for component in components:
+        routes.extend(component.routes)
+    return Litestar(
+        route_handlers=routes,
+        exception_handlers={Exception: error_response},
+        before_send=[_add_request_id],
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+        cors_config=CORS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Triggers API",
+            version=settings.version,
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+        ),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,299 @@
+"""Kafka helpers: topic creation, a durable producer, and a batch consumer that commits after the work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Histogram
+
+from triggers_common.errors import ServiceUnavailable
+from triggers_common.settings import Settings
+
+log = logging.getLogger("triggers.kafka")
+T = TypeVar("T")
+Headers = list[tuple[str, bytes]]
+
+PRODUCE_SECONDS = Histogram(
+    "triggers_kafka_produce_seconds",
+    "Time from send to broker ack",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PRODUCE_FAILURES = Counter("triggers_kafka_produce_failures_total", "Sends that failed or timed out")
+BATCH_RECORDS = Histogram(
+    "triggers_consumer_batch_records",
+    "Records per consumed batch",
+    ["group"],
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
+)
+BATCH_SECONDS = Histogram(
+    "triggers_consumer_batch_seconds",
+    "Time to process and commit one batch",
+    ["group"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DEADLETTERED = Counter("triggers_consumer_deadlettered_total", "Records sent to the dead-letter topic", ["group"])
+
+
+async def ensure_topics(settings: Settings, deadline_s: float = 60.0) -> None:
+    """Create the contract topics with explicit partition counts; existing topics are left as they are."""
+    wanted = [
+        NewTopic(settings.events_topic, settings.events_partitions, 1),
+        NewTopic(settings.status_topic, settings.status_partitions, 1),
+        NewTopic(settings.deadletter_topic, settings.deadletter_partitions, 1),
+    ]
+    admin = await _connect(
+        lambda: AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000),
+        deadline_s,
+    )
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica won the race
+                await admin.create_topics(missing)
+            log.info("created topics", extra={"topics": [t.name for t in missing]})
+    finally:
+        await admin.close()
+
+
+async def _connect(factory: Callable[[], Any], deadline_s: float) -> Any:
+    """Start a Kafka client, retrying while the broker is not reachable yet."""
+    deadline = time.monotonic() + deadline_s
+    delay = 0.2
+    while True:
+        client = factory()
+        try:
+            await client.start()
+            return client
+        except KafkaError:
+            await _close_quietly(client)
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _close_quietly(client: Any) -> None:
+    try:
+        close = getattr(client, "close", None) or client.stop
+        await close()
+    except Exception:
+        log.debug("closing a half-started Kafka client failed", exc_info=True)
+
+
+class Producer:
+    """An idempotent ``acks=all`` producer whose sends give up after ``send_timeout_s`` with a 503."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self, deadline_s: float = 60.0) -> None:
+        s = self._settings
+        self._producer = await _connect(
+            lambda: AIOKafkaProducer(
+                bootstrap_servers=s.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=s.producer_linger_ms,
+                max_batch_size=256 * 1024,
+                max_request_size=4 * 1024 * 1024,
+                compression_type="lz4",
+                request_timeout_ms=max(int(s.send_timeout_s * 1000), 1000),
+            ),
+            deadline_s,
+        )
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def client(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise ServiceUnavailable("Kafka producer is not started")
+        return self._producer
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None) -> None:
+        """Send one record and wait for the broker's ack, or raise :class:`ServiceUnavailable`."""
+        await self.send_many(topic, [(key, value, headers or [])])
+
+    async def send_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
+        """Send records and wait until the broker acked every one of them (within the send timeout)."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.send_timeout_s):
+                futures = [
+                    await self.client.send(topic, value, key=key, headers=headers) for key, value, headers in records
+                ]
+                await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError) as exc:
+            PRODUCE_FAILURES.inc()
+            log.warning("kafka send failed", extra={"topic": topic, "error": repr(exc)})
+            raise ServiceUnavailable("Event broker unavailable, retry later", retry_after_s=2) from exc
+        PRODUCE_SECONDS.observe(time.perf_counter() - started)
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """True when the broker answers a metadata request."""
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._producer.client.fetch_all_metadata()
+            return True
+        except (TimeoutError, KafkaError, OSError):
+            return False
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets the batch in hand finish and commit before its partitions are handed to another consumer."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class BatchConsumer(Generic[T]):
+    """Reads a topic in batches for one consumer group; at-least-once with an exactly-once effect.
+
+    ``handle`` receives the decoded records of a batch and must be idempotent. Offsets are committed only
+    after it returned. When it raises (e.g. Postgres is down) the same batch is retried with backoff and
+    nothing is committed. Records that ``decode`` rejects go to the dead-letter topic with the error in the
+    ``error`` header and never block their partition.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Producer,
+        *,
+        group: str,
+        topic: str,
+        decode: Callable[[bytes], T],
+        handle: Callable[[list[tuple[ConsumerRecord[Any, Any], T]]], Awaitable[None]],
+        max_records: int = 1000,
+    ) -> None:
+        self.group = group
+        self._settings = settings
+        self._producer = producer
+        self._topic = topic
+        self._decode = decode
+        self._handle = handle
+        self._max_records = max_records
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._batch_records = BATCH_RECORDS.labels(group)
+        self._batch_seconds = BATCH_SECONDS.labels(group)
+        self._deadlettered = DEADLETTERED.labels(group)
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` is called."""
+        self._consumer = await _connect(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                group_id=self.group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self._max_records,
+                fetch_max_wait_ms=50,
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=1_000,
+            ),
+            deadline_s=3600.0,
+        )
+        self._consumer.subscribe([self._topic], listener=_WaitForBatch(self._lock))
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=250, max_records=self._max_records)
+                if batches:
+                    async with self._lock:
+                        await self._process(batches)
+        finally:
+            await self._consumer.stop()
+
+    async def run_forever(self) -> None:
+        """:meth:`run`, restarted with backoff after any failure, until :meth:`stop`."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.run()
+            except Exception:
+                log.exception("consumer failed; restarting in %.1fs", delay, extra={"group": self.group})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        started = time.perf_counter()
+        good: list[tuple[ConsumerRecord[Any, Any], T]] = []
+        poison: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    good.append((record, self._decode(record.value)))
+                except Exception as exc:
+                    poison.append((record, f"{type(exc).__name__}: {exc}"))
+        await self._retrying(lambda: self._deadletter(poison), "dead-letter") if poison else None
+        if good:
+            await self._retrying(lambda: self._handle(good), "handle")
+        assert self._consumer is not None
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError:
+            log.warning("commit refused after a rebalance; the batch will be redelivered", extra={"group": self.group})
+        self._batch_records.observe(len(good) + len(poison))
+        self._batch_seconds.observe(time.perf_counter() - started)
+
+    async def _deadletter(self, poison: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
+        await self._producer.send_many(
+            self._settings.deadletter_topic,
+            [
+                (
+                    record.key,
+                    record.value or b"",
+                    [
+                        ("error", error.encode()[:1000]),
+                        ("source_topic", record.topic.encode()),
+                        ("source_partition", str(record.partition).encode()),
+                        ("source_offset", str(record.offset).encode()),
+                        ("consumer_group", self.group.encode()),
+                    ],
+                )
+                for record, error in poison
+            ],
+        )
+        self._deadlettered.inc(len(poison))
+        log.error("records dead-lettered", extra={"group": self.group, "count": len(poison)})
+
+    async def _retrying(self, work: Callable[[], Awaitable[None]], what: str) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await work()
+                return
+            except Exception:
+                if self._stopping.is_set():
+                    raise
+                log.warning("%s failed, retrying in %.1fs", what, delay, extra={"group": self.group}, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

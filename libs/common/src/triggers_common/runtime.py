@@ -1,0 +1,74 @@
+"""What one process shares between the components it runs: settings, the pool, the producer, the key cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+
+import asyncpg
+
+from triggers_common.auth import KeyCache, sync_dev_key
+from triggers_common.db import create_pool, migrate, ping
+from triggers_common.http import Component
+from triggers_common.kafka import Producer, ensure_topics
+from triggers_common.settings import Settings
+
+log = logging.getLogger("triggers.runtime")
+
+
+class Runtime:
+    """Opened once at start-up (``open``), closed at shutdown; components read its attributes per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = Producer(settings)
+        self._pool: asyncpg.Pool | None = None
+        self._keys: KeyCache | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "runtime not opened"
+        return self._pool
+
+    @property
+    def keys(self) -> KeyCache:
+        assert self._keys is not None, "runtime not opened"
+        return self._keys
+
+    async def open(self, components: Sequence[Component]) -> None:
+        """Connect, migrate, create topics, sync the dev key, start the producer and then the components."""
+        self._pool = await create_pool(self.settings)
+        self._keys = KeyCache(self.settings, self._pool)
+        async with self._pool.acquire() as conn:
+            await migrate(conn, migration_sources(components))
+            await sync_dev_key(conn, self.settings.dev_mode)
+        await ensure_topics(self.settings)
+        await self.producer.start()
+        for component in components:
+            if component.start is not None:
+                await component.start()
+        log.info("started", extra={"components": ",".join(c.name for c in components)})
+
+    async def close(self, components: Sequence[Component]) -> None:
+        for component in reversed(components):
+            if component.stop is not None:
+                try:
+                    await component.stop()
+                except Exception:
+                    log.exception("stopping %s failed", component.name)
+        await self.producer.stop()
+        if self._pool is not None:
+            await asyncio.wait_for(self._pool.close(), 10)
+
+    async def ready(self) -> dict[str, bool]:
+        postgres, kafka = await asyncio.gather(ping(self.pool), self.producer.ping())
+        return {"postgres": postgres, "kafka": kafka}
+
+
+def migration_sources(components: Sequence[Component]) -> list[tuple[str, Traversable]]:
+    sources: list[tuple[str, Traversable]] = [("common", files("triggers_common") / "migrations")]
+    sources.extend((c.name, c.migrations) for c in components if c.migrations is not None)
+    return sources

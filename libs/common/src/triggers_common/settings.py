@@ -1,0 +1,75 @@
+"""Typed settings, read once from ``TRIGGERS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+ENV_PREFIX = "TRIGGERS_"
+DEV_API_KEY = "test-api-key-12345"
+DEV_TENANT = "dev"
+_DEV_SECRET = "dev-only-secret-do-not-use-in-production"  # noqa: S105 - used only in dev mode
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every knob of every service. Field ``foo_bar`` is read from ``TRIGGERS_FOO_BAR``."""
+
+    dev_mode: bool = False
+    """Development mode: creates the dev key ``test-api-key-12345`` for tenant ``dev``. Never in production."""
+    secret_key: str = ""
+    """Signs inbox cursors. Required outside dev mode; every replica must share it."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    version: str = "0.1.0"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = "triggers.events.v1"
+    status_topic: str = "triggers.event-status.v1"
+    deadletter_topic: str = "triggers.deadletter.v1"
+    events_partitions: int = 6
+    status_partitions: int = 3
+    deadletter_partitions: int = 1
+    consumer_group_prefix: str = "triggers"
+    send_timeout_s: float = 5.0
+    """Longest an ingest request waits for the broker's ack before answering 503."""
+    producer_linger_ms: int = 2
+
+    database_url: str = "postgresql://triggers@127.0.0.1:5432/triggers"
+    db_pool_min: int = 1
+    db_pool_max: int = 8
+    db_command_timeout_s: float = 10.0
+
+    max_payload_bytes: int = 409_600
+    """Largest encoded ``payload`` of one event."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Largest request body any route accepts."""
+
+    inbox_batch_max: int = 1000
+    """Most records the inbox consumer writes in one transaction."""
+    read_your_writes_window_s: float = 10.0
+    """How long after its creation an event not yet in the inbox is waited for instead of answering 404."""
+
+    key_cache_ttl_s: float = 5.0
+    """Longest a cached API key lookup is trusted before it is read again."""
+
+    def __post_init__(self) -> None:
+        if not self.dev_mode and not self.secret_key:
+            raise ValueError("TRIGGERS_SECRET_KEY must be set outside dev mode")
+
+    @property
+    def cursor_secret(self) -> bytes:
+        return (self.secret_key or _DEV_SECRET).encode()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from the environment; unknown ``TRIGGERS_*`` variables are ignored."""
+    env = os.environ if environ is None else environ
+    values = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,56 @@
+"""The inbox consumer: Kafka ``triggers.events.v1`` -> Postgres, in batches, idempotent by event id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from aiokafka.structs import ConsumerRecord
+from triggers_common.kafka import BatchConsumer
+from triggers_common.models import PRIORITIES, event_record_decoder, parse_timestamp
+from triggers_common.runtime import Runtime
+
+from triggers_inbox.store import NewRow, insert_events
+
+_decode_metadata = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def decode_event(value: bytes) -> NewRow:
+    """A Kafka record as an inbox row; anything malformed raises and is dead-lettered by the consumer."""
+    record = event_record_decoder.decode(value)
+    priority = "normal"
+    metadata = bytes(record.metadata) if bytes(record.metadata) != b"null" else None
+    if metadata is not None:
+        given = _decode_metadata(metadata).get("priority")
+        if given in PRIORITIES:
+            priority = given
+    payload = bytes(record.payload)
+    if payload[:1] != b"{":
+        raise ValueError("payload is not a JSON object")
+    return NewRow(
+        event_id=uuid.UUID(record.event_id),
+        tenant_id=record.tenant_id,
+        created_at=parse_timestamp(record.created_at),
+        source=record.source,
+        event_type=record.event_type,
+        priority=priority,
+        payload=payload,
+        metadata=metadata,
+    )
+
+
+def create_consumer(rt: Runtime) -> BatchConsumer[NewRow]:
+    async def persist(batch: list[tuple[ConsumerRecord[Any, Any], NewRow]]) -> None:
+        async with rt.pool.acquire() as conn, conn.transaction():
+            await insert_events(conn, [row for _, row in batch])
+
+    return BatchConsumer(
+        rt.settings,
+        rt.producer,
+        group=f"{rt.settings.consumer_group_prefix}-inbox",
+        topic=rt.settings.events_topic,
+        decode=decode_event,
+        handle=persist,
+        max_records=rt.settings.inbox_batch_max,
+    )

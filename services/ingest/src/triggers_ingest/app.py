@@ -1,0 +1,12 @@
+"""The ingest component: the HTTP gateway that makes events durable in Kafka."""
+
+from __future__ import annotations
+
+from triggers_common.http import Component
+from triggers_common.runtime import Runtime
+
+from triggers_ingest.routes import build_routes
+
+
+def create_component(rt: Runtime) -> Component:
+    return Component(name="ingest", routes=build_routes(rt))

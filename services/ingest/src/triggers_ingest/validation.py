@@ -1,0 +1,136 @@
+"""Turns a request body into a validated event, or an error that says exactly which field is wrong."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from triggers_common.models import PRIORITIES
+
+MAX_NAME = 100
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    source: str
+    event_type: str
+    payload: msgspec.Raw
+    metadata: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """A valid event as the client sent it: names trimmed, ``payload``/``metadata`` compact raw JSON."""
+
+    source: str
+    event_type: str
+    payload: bytes
+    metadata: bytes | None
+    idempotency_key: str | None
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_AT = re.compile(r" - at `\$(.*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(.+)`")
+_MISSING = re.compile(r"^Object missing required field `(.+)`")
+
+
+def require_json(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
+
+
+def _error(field: str, message: str, kind: str) -> dict[str, str]:
+    return {"field": field, "message": message, "type": kind}
+
+
+def describe_validation_error(exc: msgspec.ValidationError, prefix: str = "body") -> dict[str, str]:
+    """msgspec's message (``Expected `str`, got `int` - at `$.source```) as ``{field, message, type}``."""
+    text = str(exc)
+    path = ""
+    if m := _AT.search(text):
+        path = m.group(1)
+        text = text[: m.start()]
+    field = prefix + re.sub(r"\[(\d+)\]", r".\1", path)
+    if m := _UNKNOWN.match(text):
+        return _error(f"{field}.{m.group(1)}", f"Unknown field '{m.group(1)}'", "extra_forbidden")
+    if m := _MISSING.match(text):
+        return _error(f"{field}.{m.group(1)}", "Field required", "missing")
+    return _error(field, text.replace("`", "'"), "type_error")
+
+
+def _name(value: str, field: str, errors: list[dict[str, str]]) -> str:
+    trimmed = value.strip()
+    if not trimmed:
+        errors.append(_error(field, "Must not be blank", "value_error"))
+    elif len(trimmed) > MAX_NAME:
+        errors.append(_error(field, f"Must be at most {MAX_NAME} characters", "value_error"))
+    return trimmed
+
+
+def _metadata(raw: bytes, errors: list[dict[str, str]]) -> str | None:
+    """Checks the known metadata keys; returns the idempotency key if one is given."""
+    try:
+        metadata = _decode_object(raw)
+    except msgspec.ValidationError:
+        errors.append(_error("body.metadata", "Expected 'object' or null", "type_error"))
+        return None
+    priority = metadata.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        errors.append(_error("body.metadata.priority", "Must be one of: low, normal, high", "value_error"))
+    correlation = metadata.get("correlation_id")
+    if correlation is not None and not isinstance(correlation, str):
+        errors.append(_error("body.metadata.correlation_id", "Expected 'str'", "type_error"))
+    key = metadata.get("idempotency_key")
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        errors.append(_error("body.metadata.idempotency_key", "Expected 'str'", "type_error"))
+        return None
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+        errors.append(
+            _error("body.metadata.idempotency_key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")
+        )
+        return None
+    return key
+
+
+def parse_event(body: bytes, max_payload_bytes: int) -> NewEvent:
+    """Validate one event body (API.md §3). Raises 400 with every problem found, or 413 for a big payload."""
+    try:
+        parsed = _decode_body(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed.of([describe_validation_error(exc)]) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed.of(
+            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+        ) from exc
+
+    errors: list[dict[str, str]] = []
+    source = _name(parsed.source, "body.source", errors)
+    event_type = _name(parsed.event_type, "body.event_type", errors)
+
+    payload = msgspec.json.format(parsed.payload, indent=-1)
+    if len(payload) > max_payload_bytes:
+        raise PayloadTooLarge(
+            f"Payload exceeds {max_payload_bytes} bytes",
+            {"limit_bytes": max_payload_bytes, "actual_bytes": len(payload)},
+        )
+    if payload[:1] != b"{":
+        errors.append(_error("body.payload", "Expected 'object'", "type_error"))
+    elif payload == b"{}":
+        errors.append(_error("body.payload", "Must not be empty", "value_error"))
+
+    metadata = None
+    idempotency_key = None
+    compact = msgspec.json.format(parsed.metadata, indent=-1)
+    if compact != b"null":
+        metadata = compact
+        idempotency_key = _metadata(metadata, errors)
+
+    if errors:
+        raise ValidationFailed.of(errors)
+    return NewEvent(source, event_type, payload, metadata, idempotency_key)

@@ -1,0 +1,5 @@
+import sys
+
+from triggers.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""The ``triggers`` command: run a target, migrate, create topics, manage keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+import msgspec
+from triggers_common.auth import DEFAULT_SCOPES, SCOPES, create_key
+from triggers_common.db import create_pool, migrate
+from triggers_common.kafka import ensure_topics
+from triggers_common.logs import configure_logging
+from triggers_common.runtime import migration_sources
+from triggers_common.settings import load_settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from triggers.server import TARGETS, create_app
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if args.target != "all" and args.target not in TARGETS:
+        print(f"unknown target {args.target!r}", file=sys.stderr)
+        return 2
+    app = create_app(args.target, settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.http_host,
+        port=args.port or settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+async def _migrate() -> int:
+    from triggers_common.runtime import Runtime
+
+    from triggers.server import TARGETS, create_app  # noqa: F401 - components own their migrations
+
+    settings = load_settings()
+    rt = Runtime(settings)
+    components = [factory(rt) for factory in TARGETS.values()]
+    pool = await create_pool(settings)
+    async with pool.acquire() as conn:
+        for name in await migrate(conn, migration_sources(components)):
+            print(f"applied {name}")
+    await pool.close()
+    return 0
+
+
+async def _topics() -> int:
+    settings = load_settings()
+    await ensure_topics(settings)
+    print(f"topics ready: {settings.events_topic}, {settings.status_topic}, {settings.deadletter_topic}")
+    return 0
+
+
+async def _keys_create(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    scopes = args.scopes.split(",") if args.scopes else list(DEFAULT_SCOPES)
+    pool = await create_pool(settings, deadline_s=10)
+    try:
+        async with pool.acquire() as conn:
+            created = await create_key(conn, args.tenant, scopes, name=args.name or "")
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        await pool.close()
+    if args.json:
+        print(msgspec.json.encode(created).decode())
+    else:
+        print(created.key)
+        print(
+            f"key_id={created.key_id} tenant={created.tenant_id} scopes={','.join(created.scopes)}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="triggers", description="Triggers event platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve a target (all, ingest, inbox, webhooks, analytics)")
+    run.add_argument("--target", default=os.environ.get("TRIGGERS_TARGET", "all"))
+    run.add_argument("--host", default=None)
+    run.add_argument("--port", type=int, default=None)
+
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("topics", help="create the Kafka topics")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key (and its tenant) and print it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scopes", default=None, help=f"comma-separated, of: {', '.join(SCOPES)}")
+    create.add_argument("--name", default=None)
+    create.add_argument("--json", action="store_true", help="print the key and its id as JSON")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "migrate":
+            return asyncio.run(_migrate())
+        if args.command == "topics":
+            return asyncio.run(_topics())
+        return asyncio.run(_keys_create(args))
+    except ValueError as exc:
+        print(f"triggers: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

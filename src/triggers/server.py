@@ -1,0 +1,39 @@
+"""Composition: which components a ``--target`` runs, in one Litestar app and one process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from litestar import Litestar
+from triggers_analytics.app import create_component as analytics
+from triggers_common.http import Component, build_app
+from triggers_common.runtime import Runtime
+from triggers_common.settings import Settings, load_settings
+from triggers_inbox.app import create_component as inbox
+from triggers_ingest.app import create_component as ingest
+from triggers_webhooks.app import create_component as webhooks
+
+TARGETS: dict[str, Callable[[Runtime], Component]] = {
+    "ingest": ingest,
+    "inbox": inbox,
+    "webhooks": webhooks,
+    "analytics": analytics,
+}
+
+
+def create_app(target: str = "all", settings: Settings | None = None) -> Litestar:
+    """The app for one target, or for ``all`` of them side by side."""
+    settings = settings or load_settings()
+    names = list(TARGETS) if target == "all" else [target]
+    if any(name not in TARGETS for name in names):
+        raise ValueError(f"unknown target {target!r}; choose all, {', '.join(TARGETS)}")
+    rt = Runtime(settings)
+    components = [TARGETS[name](rt) for name in names]
+
+    async def open_runtime() -> None:
+        await rt.open(components)
+
+    async def close_runtime() -> None:
+        await rt.close(components)
+
+    return build_app(settings, components, rt.ready, on_startup=[open_runtime], on_shutdown=[close_runtime])
