@@ -174,7 +174,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         principal = await caller(request)
         eid = parse_event_id(event_id)
         row = await find(principal.tenant_id, eid)
-        if row is None:
+        if row is None or row.status == "deleted":
             raise not_found(eid)
         out = _out(row)
         body = EventResponse(**msgspec.structs.asdict(out), request_id=request_id(request))
@@ -199,9 +199,11 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
                         "acknowledged_at": format_timestamp(state[1]) if state[1] else None,
                     },
                 )
-            if state is not None or not in_flight(eid):
+            if state is None and in_flight(eid):
+                await _wait(arrived, eid)
+            elif state is None or state[0] == "deleted":
                 raise not_found(eid)
-            await _wait(arrived, eid)
+            # still 'pending': it arrived between the two statements, so the ack is simply tried again
         body = Acked(
             str(eid),
             "acknowledged",

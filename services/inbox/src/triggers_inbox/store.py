@@ -71,8 +71,9 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
 
 
 async def get_event(pool: asyncpg.Pool, tenant_id: str, event_id: uuid.UUID) -> EventRow | None:
+    """The tenant's event in any status, 'deleted' included (so callers can tell gone from not yet here)."""
     record = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM events WHERE event_id = $1 AND tenant_id = $2 AND status <> 'deleted'",
+        f"SELECT {_COLUMNS} FROM events WHERE event_id = $1 AND tenant_id = $2",
         event_id,
         tenant_id,
     )

@@ -1,0 +1,436 @@
+"""Benchmark a running Triggers stack: saturation (wrk), a fixed 1,000 events/s, and ingest-to-inbox latency.
+
+    scripts/bench.sh [--duration 15] [--connections 64] [--rate 1000] [--rate-duration 20] ...
+
+Needs the stack's environment (TRIGGERS_DATABASE_URL, TRIGGERS_KAFKA_BOOTSTRAP) to create the run's tenant and
+to read persisted_at from Postgres; scripts/bench.sh provides it. Prints a table and writes
+bench/results/<UTC timestamp>.json and bench/results/latest.json. Exits 0 whether or not targets are met, 1 if
+the harness itself failed (stack unreachable, a phase got no successful response, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from bench import inbox, loadgen, saturation
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+LOOPBACK = {"127.0.0.1", "localhost"}
+EVENTS_PATH = "/v1/events"
+SATURATION_TARGET = 3000.0
+FIXED_P99_TARGET_MS = 50.0
+INBOX_P99_TARGET_MS = 250.0
+FIXED_SOURCE = "bench-fixed"
+WRK_SOURCE = "bench-wrk"
+WARMUP_SOURCE = "bench-warmup"
+_PCTS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "max": 100.0}
+
+_EVENT_BODY = (
+    '{{"source":"{source}","event_type":"order.created","payload":{{"order_id":"ord_{seq:09d}",'
+    '"customer_id":"cus_4821","amount_cents":4999,"currency":"EUR","items":3}},'
+    '"metadata":{{"trace_id":"bench","region":"eu-west-1"}}}}'
+)
+
+
+class HarnessError(RuntimeError):
+    """The benchmark could not run (as opposed to: it ran and the numbers are bad)."""
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    metric: str
+    value: str
+    target: str = ""
+    result: str = ""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; every duration is in seconds."""
+    p = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="the stack (loopback only)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections for the saturation phase")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads for the saturation phase")
+    p.add_argument("--duration", type=int, default=15, help="saturation phase length")
+    p.add_argument("--warmup", type=int, default=5, help="wrk warm-up before the saturation phase (0: none)")
+    p.add_argument("--rate", type=float, default=1000.0, help="events/s of the fixed-rate phase")
+    p.add_argument("--rate-duration", type=float, default=20.0, help="fixed-rate phase length")
+    p.add_argument("--rate-connections", type=int, default=64, help="connection pool of the fixed-rate phase")
+    p.add_argument("--inbox-timeout", type=float, default=30.0, help="longest wait for events to reach the inbox")
+    p.add_argument("--drain-timeout", type=float, default=60.0, help="longest wait for the saturation backlog")
+    p.add_argument("--skip-saturation", action="store_true", help="run only the fixed-rate and inbox phases")
+    p.add_argument("--output-dir", type=Path, default=RESULTS, help="where the JSON results go")
+    p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+    args = p.parse_args(argv)
+    if min(args.connections, args.threads, args.duration, args.rate_connections) < 1 or args.rate <= 0:
+        p.error("connections, threads, durations and rate must be positive")
+    if args.rate_duration * args.rate < 1:
+        p.error("--rate x --rate-duration must be at least one request")
+    return args
+
+
+def loopback_target(url: str) -> tuple[str, int]:
+    """Host and port of ``url``, which must point at this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK:
+        raise HarnessError(f"--url must be http://127.0.0.1:PORT, got {url!r}")
+    return parts.hostname, parts.port or 80
+
+
+def check_ready(url: str) -> None:
+    """Fail unless /health/ready answers 200."""
+    try:
+        with urllib.request.urlopen(f"{url}/health/ready", timeout=5) as resp:  # noqa: S310 - loopback only
+            if resp.status == 200:
+                return
+            raise HarnessError(f"{url}/health/ready answered {resp.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise HarnessError(f"stack not reachable at {url}: {exc} (start it with 'make up')") from exc
+
+
+def create_tenant_key(tenant: str) -> str:
+    """Create ``tenant`` and an API key for it with the ``triggers`` CLI; return the key."""
+    cmd = [sys.executable, "-m", "triggers.cli", "keys", "create", "--tenant", tenant, "--name", "bench"]
+    env = dict(os.environ)
+    if not env.get("TRIGGERS_SECRET_KEY"):
+        env.setdefault("TRIGGERS_DEV_MODE", "true")  # the CLI's settings need one of the two; keys do not use them
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=env)
+    key = out.stdout.strip()
+    if out.returncode != 0 or not key:
+        raise HarnessError(f"'triggers keys create' failed ({out.returncode}): {out.stderr.strip()}")
+    return key
+
+
+def event_body(source: str, seq: int) -> bytes:
+    """A ~200-byte order event; ``seq`` makes each one different."""
+    return _EVENT_BODY.format(source=source, seq=seq).encode()
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence, or None if empty."""
+    if not sorted_values:
+        return None
+    rank = max(int(-(-pct * len(sorted_values) // 100)), 1)
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop when available (a cheaper client leaves more CPU to the server)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds used so far by this process or its children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_mb": mem_kb // 1024,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": saturation.wrk_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def git_info() -> dict[str, Any]:
+    """Short commit of HEAD and whether the work tree had changes."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain"))}
+
+
+def run_saturation(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Warm up, then saturate with wrk; then wait for the inbox to absorb the backlog."""
+    common = {"threads": args.threads, "connections": args.connections}
+    warmup = None
+    if args.warmup > 0:
+        warmup = saturation.run_wrk(args.url, key, WARMUP_SOURCE, duration_s=args.warmup, **common)
+    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
+    result = saturation.run_wrk(args.url, key, WRK_SOURCE, duration_s=args.duration, **common)
+    wrk_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
+    if result.ok == 0:
+        raise HarnessError(f"saturation: no 201 among {result.requests} responses ({result.statuses})")
+    drained = run_async(
+        inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, WRK_SOURCE, result.ok, args.drain_timeout)
+    )
+    return {
+        "threads": args.threads,
+        "connections": args.connections,
+        "duration_s": round(result.duration_s, 3),
+        "requests": result.requests,
+        "ok": result.ok,
+        "ok_per_s": round(result.ok_rate, 1),
+        "non_201": result.non_201,
+        "statuses": result.statuses,
+        "socket_errors": result.socket_errors,
+        "errors": result.errors,
+        "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
+        "wrk_cpu_pct": round(100 * wrk_cpu / result.duration_s, 1) if result.duration_s else None,
+        "warmup": None if warmup is None else {"requests": warmup.requests, "errors": warmup.errors},
+        "inbox": inbox_dict(drained),
+    }
+
+
+def inbox_dict(result: inbox.InboxLatency) -> dict[str, Any]:
+    """The JSON form of an ingest-to-inbox measurement."""
+    span = result.persist_span_s
+    return {
+        "expected": result.expected,
+        "persisted": result.persisted,
+        "missing": result.missing,
+        "waited_s": round(result.waited_s, 2),
+        "p50_ms": _round(result.p50_ms),
+        "p90_ms": _round(result.p90_ms),
+        "p99_ms": _round(result.p99_ms),
+        "max_ms": _round(result.max_ms),
+        "persist_rate_per_s": round(result.persisted / span, 1) if span else None,
+    }
+
+
+def run_fixed(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """The open-loop fixed-rate phase, then how long its events took to reach the inbox."""
+    host, port = loopback_target(args.url)
+    cpu_before = cpu_seconds(resource.RUSAGE_SELF)
+    result = run_async(
+        loadgen.run_fixed_rate(
+            host=host,
+            port=port,
+            path=EVENTS_PATH,
+            headers={"X-API-Key": key},
+            body=lambda seq: event_body(FIXED_SOURCE, seq),
+            rate=args.rate,
+            duration_s=args.rate_duration,
+            connections=args.rate_connections,
+        )
+    )
+    client_cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu_before
+    if result.ok == 0:
+        raise HarnessError(f"fixed rate: no 201 among {result.scheduled} requests ({dict(result.failures)})")
+    lat = sorted(x * 1000 for x in result.latencies)
+    lag = sorted(x * 1000 for x in result.send_lags)
+    persisted = run_async(
+        inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, FIXED_SOURCE, result.ok, args.inbox_timeout)
+    )
+    return {
+        "target_rate": args.rate,
+        "duration_s": args.rate_duration,
+        "connections": args.rate_connections,
+        "scheduled": result.scheduled,
+        "ok": result.ok,
+        "achieved_per_s": round(result.achieved_rate, 1),
+        "elapsed_s": round(result.elapsed_s, 3),
+        "errors": result.errors,
+        "statuses": dict(result.statuses),
+        "failures": dict(result.failures),
+        "latency_ms": {name: _round(percentile(lat, pct)) for name, pct in _PCTS.items()},
+        "send_lag_ms": {name: _round(percentile(lag, pct)) for name, pct in _PCTS.items()},
+        "client_cpu_pct": round(100 * client_cpu / result.elapsed_s, 1) if result.elapsed_s else None,
+        "inbox": inbox_dict(persisted),
+    }
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
+def verdict(passed: bool, errors: int, what: str = "errors") -> str:
+    """PASS/FAIL, and FAIL whenever the phase had errors, whatever the number."""
+    if errors:
+        return f"FAIL ({errors:,} {what})"
+    return "PASS" if passed else "FAIL"
+
+
+def saturation_rows(sat: dict[str, Any]) -> list[Row]:
+    """Table rows of the saturation phase."""
+    lat = sat["latency_ms"]
+    rows = [
+        Row(
+            f"saturation throughput (wrk -t{sat['threads']} -c{sat['connections']})",
+            f"{sat['ok_per_s']:,.0f} /s",
+            f">= {SATURATION_TARGET:,.0f}/s",
+            verdict(sat["ok_per_s"] >= SATURATION_TARGET, sat["errors"]),
+        ),
+        Row("  latency p50 / p99 / max", f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])} ms"),
+        Row(
+            "  201s / non-201 / socket errors",
+            f"{sat['ok']:,} / {sat['non_201']:,} / {sum(sat['socket_errors'].values()):,}",
+        ),
+    ]
+    if sat["statuses"]:
+        rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(sat["statuses"].items()))))
+    box = sat["inbox"]
+    rows += [
+        Row(
+            "  inbox after saturation: p50 / p99 / max",
+            f"{_ms(box['p50_ms'])} / {_ms(box['p99_ms'])} / {_ms(box['max_ms'])} ms",
+        ),
+        Row(
+            "  inbox persist rate / missing",
+            f"{box['persist_rate_per_s'] or 0:,.0f} /s / {box['missing']:,} (waited {box['waited_s']} s)",
+        ),
+    ]
+    return rows
+
+
+def fixed_rows(fx: dict[str, Any]) -> list[Row]:
+    """Table rows of the fixed-rate phase and its ingest-to-inbox latency."""
+    lat, box = fx["latency_ms"], fx["inbox"]
+    rate = f"{fx['target_rate']:,.0f}/s"
+    rows = [
+        Row(
+            f"p99 latency at {rate} ({fx['connections']} conns)",
+            f"{_ms(lat['p99'])} ms",
+            f"<= {FIXED_P99_TARGET_MS:,.0f} ms",
+            verdict(lat["p99"] is not None and lat["p99"] <= FIXED_P99_TARGET_MS, fx["errors"]),
+        ),
+        Row("  achieved rate / 201s / errors", f"{fx['achieved_per_s']:,.1f} /s / {fx['ok']:,} / {fx['errors']:,}"),
+        Row("  latency p50 / p90 / max", f"{_ms(lat['p50'])} / {_ms(lat['p90'])} / {_ms(lat['max'])} ms"),
+        Row("  client send lag p99 / max", f"{_ms(fx['send_lag_ms']['p99'])} / {_ms(fx['send_lag_ms']['max'])} ms"),
+    ]
+    failures = {**fx["statuses"], **fx["failures"]}
+    if failures:
+        rows.append(Row("  errors by kind", ", ".join(f"{k}: {v:,}" for k, v in sorted(failures.items()))))
+    rows += [
+        Row(
+            f"ingest-to-inbox p99 (at {rate})",
+            f"{_ms(box['p99_ms'])} ms",
+            f"<= {INBOX_P99_TARGET_MS:,.0f} ms",
+            verdict(box["p99_ms"] is not None and box["p99_ms"] <= INBOX_P99_TARGET_MS, box["missing"], "missing"),
+        ),
+        Row("  p50 / max", f"{_ms(box['p50_ms'])} / {_ms(box['max_ms'])} ms"),
+        Row("  persisted / missing", f"{box['persisted']:,} / {box['missing']:,} (waited {box['waited_s']} s)"),
+    ]
+    return rows
+
+
+def render(report: dict[str, Any], rows: list[Row]) -> str:
+    """The plain-text table."""
+    m, g = report["machine"], report["git"]
+    title = (
+        f"Triggers bench  {report['date']}  commit {g['commit']}{' (dirty)' if g['dirty'] else ''}  "
+        f"{m['nproc']} x {m['cpu_model']}  load {m['loadavg_at_start'][0]}"
+    )
+    header = Row("metric", "value", "target", "result")
+    widths = [max(len(getattr(r, f)) for r in [header, *rows]) for f in ("metric", "value", "target")]
+    lines = [title, ""]
+    for r in [header, *rows]:
+        cells = [r.metric.ljust(widths[0]), r.value.ljust(widths[1]), r.target.ljust(widths[2]), r.result]
+        lines.append("  ".join(cells).rstrip())
+    for problem in report["harness_errors"]:
+        lines.append(f"HARNESS ERROR: {problem}")
+    return "\n".join(lines)
+
+
+def save(report: dict[str, Any], directory: Path, stamp: str) -> Path:
+    """Write <stamp>.json and latest.json; return the first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2) + "\n"
+    path = directory / f"{stamp}.json"
+    tmp = directory / f"{stamp}.json.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    shutil.copyfile(path, directory / "latest.json")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every phase, print the table, write the results; 1 if the harness failed, else 0."""
+    args = parse_args(argv)
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H-%M-%SZ")
+    args.tenant = f"bench-{now.strftime('%Y%m%d-%H%M%S')}"
+    report: dict[str, Any] = {
+        "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git_info(),
+        "machine": machine_info(),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "targets": {
+            "saturation_per_s": SATURATION_TARGET,
+            "fixed_p99_ms": FIXED_P99_TARGET_MS,
+            "inbox_p99_ms": INBOX_P99_TARGET_MS,
+        },
+        "harness_errors": [],
+    }
+    rows: list[Row] = []
+    try:
+        loopback_target(args.url)
+        check_ready(args.url)
+        if not os.environ.get("TRIGGERS_DATABASE_URL"):
+            raise HarnessError("TRIGGERS_DATABASE_URL is not set (run through scripts/bench.sh)")
+        key = create_tenant_key(args.tenant)
+    except HarnessError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    phases = [("fixed_rate", run_fixed, fixed_rows)]
+    if not args.skip_saturation:
+        phases.insert(0, ("saturation", run_saturation, saturation_rows))
+    for name, phase, to_rows in phases:
+        started = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            report[name] = phase(args, key)
+            rows += to_rows(report[name])
+        except Exception as exc:  # a failed phase is reported; the others still run
+            report["harness_errors"].append(f"{name}: {type(exc).__name__}: {exc}")
+        print(f"bench: {name} done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    report["summary"] = [vars(r) for r in rows if r.target]
+    print(render(report, rows))
+    if not args.no_save:
+        print(f"\nwrote {save(report, args.output_dir, stamp)}")
+    return 1 if report["harness_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_KEY = "test-api-key-12345"
+T = TypeVar("T")
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T]], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"source": "shop", "event_type": "order.created", "payload": {"order_id": 1}}
+    body.update(overrides)
+    return body
+
+
+class Server:
+    """``triggers run`` as a real process on a free port, with its own log file."""
+
+    def __init__(self, env: Mapping[str, str], target: str = "all", log_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.target = target
+        self._env = {**os.environ, **env}
+        self._log_path = (log_dir or Path("/tmp")) / f"triggers-{target}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 60.0) -> Server:
+        log = self._log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "triggers", "run", "--target", self.target, "--port", str(self.port)],
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
+
+            async def ready() -> bool:
+                if self.process is not None and self.process.poll() is not None:
+                    raise AssertionError(f"server exited during start-up:\n{self.log_tail()}")
+                try:
+                    return (await client.get("/health/ready")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(ready, timeout=timeout, interval=0.1, what=f"{self.target} server readiness")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
