@@ -1,0 +1,73 @@
+import re
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from triggers_common.errors import ServiceUnavailable, ValidationFailed
+from triggers_common.models import EventRecord, format_timestamp, new_event_id, parse_timestamp, uuid7_time
+from triggers_common.settings import load_settings
+
+
+def test_event_ids_are_uuid7_carrying_their_creation_time() -> None:
+    ns = 1_795_000_000_123_456_789
+    event_id, created = new_event_id(ns)
+    assert event_id.version == 7 and event_id.variant == uuid.RFC_4122
+    assert created == datetime(2026, 11, 18, 11, 6, 40, 123456, tzinfo=UTC)
+    assert uuid7_time(event_id) == created.replace(microsecond=123000)
+    assert uuid7_time(uuid.uuid4()) is None
+
+
+def test_event_ids_sort_by_time_and_are_unique() -> None:
+    ids = [new_event_id(1_795_000_000_000_000_000 + i * 1_000_000)[0] for i in range(100)]
+    assert ids == sorted(ids, key=str)
+    assert len({new_event_id()[0] for _ in range(10_000)}) == 10_000
+
+
+def test_timestamps_are_utc_z_with_microseconds() -> None:
+    stamp = format_timestamp(datetime(2026, 11, 25, 18, 38, 51, tzinfo=UTC))
+    assert stamp == "2026-11-25T18:38:51.000000Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", format_timestamp(datetime.now(UTC)))
+    assert parse_timestamp(stamp) == datetime(2026, 11, 25, 18, 38, 51, tzinfo=UTC)
+    assert parse_timestamp("2026-11-25T19:38:51+01:00") == datetime(2026, 11, 25, 18, 38, 51, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parse_timestamp("2026-11-25T18:38:51")
+
+
+def test_event_record_keeps_raw_json_exactly() -> None:
+    record = EventRecord(
+        event_id="e",
+        created_at="t",
+        source="s",
+        event_type="x",
+        payload=msgspec.Raw(b'{"n":1.50,"big":123456789012345678901234567890}'),
+        tenant_id="dev",
+    )
+    encoded = msgspec.json.encode(record)
+    assert b'"payload":{"n":1.50,"big":123456789012345678901234567890}' in encoded
+    assert b'"metadata":null' in encoded
+    decoded = msgspec.json.decode(encoded, type=EventRecord)
+    assert bytes(decoded.payload) == b'{"n":1.50,"big":123456789012345678901234567890}'
+
+
+def test_settings_from_environment() -> None:
+    settings = load_settings(
+        {"TRIGGERS_DEV_MODE": "true", "TRIGGERS_SEND_TIMEOUT_S": "2.5", "TRIGGERS_HTTP_PORT": "9000", "OTHER": "x"}
+    )
+    assert settings.dev_mode is True and settings.send_timeout_s == 2.5 and settings.http_port == 9000
+    with pytest.raises(ValueError, match="http_port"):
+        load_settings({"TRIGGERS_DEV_MODE": "1", "TRIGGERS_HTTP_PORT": "eighty"})
+
+
+def test_production_settings_need_a_secret() -> None:
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        load_settings({})
+    assert load_settings({"TRIGGERS_SECRET_KEY": "s3cret"}).dev_mode is False
+
+
+def test_errors_carry_status_code_and_headers() -> None:
+    err = ValidationFailed.of([{"field": "body.x", "message": "m", "type": "value_error"}])
+    assert (err.status_code, err.code) == (400, "VALIDATION_ERROR")
+    assert err.details == {"validation_errors": [{"field": "body.x", "message": "m", "type": "value_error"}]}
+    unavailable = ServiceUnavailable(retry_after_s=3)
+    assert unavailable.status_code == 503 and unavailable.headers == {"Retry-After": "3"}

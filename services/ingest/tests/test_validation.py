@@ -1,0 +1,95 @@
+import msgspec
+import pytest
+from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from triggers_ingest.routes import to_record, traceparent
+from triggers_ingest.validation import parse_event, require_json
+
+LIMIT = 409_600
+
+
+def errors(body: bytes) -> list[dict[str, str]]:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_event(body, LIMIT)
+    result: list[dict[str, str]] = caught.value.details["validation_errors"]
+    return result
+
+
+def test_valid_event_is_trimmed_and_compacted() -> None:
+    event = parse_event(
+        b'{"source":" shop ","event_type":"a.b","payload":{ "x" : 1.0 },"metadata":{"priority":"high"}}', LIMIT
+    )
+    assert (event.source, event.event_type) == ("shop", "a.b")
+    assert event.payload == b'{"x":1.0}'
+    assert event.metadata == b'{"priority":"high"}'
+
+
+def test_null_metadata_and_idempotency_key() -> None:
+    assert parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":null}', LIMIT).metadata is None
+    keyed = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"idempotency_key":"k1"}}', LIMIT)
+    assert keyed.idempotency_key == "k1"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "kind"),
+    [
+        (b'{"source":1,"event_type":"t","payload":{"a":1}}', "body.source", "type_error"),
+        (b'{"source":"s","event_type":"t","payload":{"a":1},"x":1}', "body.x", "extra_forbidden"),
+        (b'{"event_type":"t","payload":{"a":1}}', "body.source", "missing"),
+        (b'{"source":"s","event_type":"t","payload":{}}', "body.payload", "value_error"),
+        (b'{"source":"s","event_type":"t","payload":[1]}', "body.payload", "type_error"),
+        (b'{"source":" ","event_type":"t","payload":{"a":1}}', "body.source", "value_error"),
+        (
+            b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"priority":"p"}}',
+            "body.metadata.priority",
+            "value_error",
+        ),
+        (b"[]", "body", "type_error"),
+        (b'{"source":', "body", "json_invalid"),
+    ],
+)
+def test_each_problem_names_its_field(body: bytes, field: str, kind: str) -> None:
+    assert [(e["field"], e["type"]) for e in errors(body)] == [(field, kind)]
+
+
+def test_all_semantic_problems_are_reported_together() -> None:
+    found = errors(b'{"source":"","event_type":" ","payload":{},"metadata":{"priority":1,"correlation_id":2}}')
+    assert [e["field"] for e in found] == [
+        "body.source",
+        "body.event_type",
+        "body.payload",
+        "body.metadata.priority",
+        "body.metadata.correlation_id",
+    ]
+
+
+def test_payload_limit_counts_the_compact_encoding() -> None:
+    at_limit = b'{"source":"s","event_type":"t","payload":{"b":"' + b"x" * (LIMIT - 8) + b'"}}'
+    assert len(parse_event(at_limit, LIMIT).payload) == LIMIT
+    with pytest.raises(PayloadTooLarge) as caught:
+        parse_event(at_limit.replace(b'"b"', b'"bb"'), LIMIT)
+    assert caught.value.details == {"limit_bytes": LIMIT, "actual_bytes": LIMIT + 1}
+
+
+def test_content_type_must_be_json() -> None:
+    require_json("application/json")
+    require_json("Application/JSON; charset=utf-8")
+    for bad in (None, "text/plain", "application/jsonx"):
+        with pytest.raises(UnsupportedMediaType):
+            require_json(bad)
+
+
+def test_record_and_cloudevents_headers() -> None:
+    event = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1}}', LIMIT)
+    record, headers = to_record(event, "acme")
+    assert record.tenant_id == "acme" and record.status == "pending" and record.acknowledged_at is None
+    assert bytes(msgspec.json.encode(record)).count(b'"payload":{"a":1}') == 1
+    names = dict(headers)
+    assert names["ce_id"] == record.event_id.encode() and names["ce_specversion"] == b"1.0"
+
+
+def test_traceparent_continues_or_starts_a_trace() -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    continued = traceparent({"headers": [(b"traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode())]})
+    assert continued.startswith(f"00-{trace}-".encode()) and continued.endswith(b"-01")
+    fresh = traceparent({"headers": []})
+    assert len(fresh) == 55 and fresh != traceparent({"headers": []})
