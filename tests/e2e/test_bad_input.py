@@ -135,7 +135,9 @@ async def test_bad_inbox_parameters_are_422(client: httpx.AsyncClient, params: d
 async def test_tampered_cursor_is_422(client: httpx.AsyncClient, tenant_key: str) -> None:
     auth = {"X-API-Key": tenant_key}
     for i in range(3):
-        assert (await client.post("/v1/events", json=event(payload={"i": i}), headers=auth)).status_code == 201
+        created = await client.post("/v1/events", json=event(payload={"i": i}), headers=auth)
+        assert created.status_code == 201
+    assert (await client.get(f"/v1/events/{created.json()['event_id']}", headers=auth)).status_code == 200
     page = await client.get("/v1/inbox", params={"limit": "1"}, headers=auth)
     cursor = page.json()["next_cursor"]
     assert cursor
