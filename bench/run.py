@@ -1,4 +1,5 @@
-"""Benchmark a running Triggers stack: saturation (wrk), a fixed 1,000 events/s, and ingest-to-inbox latency.
+"""Benchmark a running Triggers stack: saturation (wrk), a fixed 1,000 events/s, and ingest-to-inbox latency;
+and, for comparison, the same wrk saturation against a bare Litestar + aiokafka app (bench/baseline_app.py).
 
     scripts/bench.sh [--duration 15] [--connections 64] [--rate 1000] [--rate-duration 20] ...
 
@@ -17,12 +18,14 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,9 +43,13 @@ EVENTS_PATH = "/v1/events"
 SATURATION_TARGET = 3000.0
 FIXED_P99_TARGET_MS = 50.0
 INBOX_P99_TARGET_MS = 250.0
+BASELINE_SHARE_TARGET_PCT = 70.0
+BASELINE_START_TIMEOUT_S = 60.0
 FIXED_SOURCE = "bench-fixed"
 WRK_SOURCE = "bench-wrk"
 WARMUP_SOURCE = "bench-warmup"
+BASELINE_SOURCE = "bench-baseline"
+BASELINE_LABEL = "bare Litestar+aiokafka"
 _PCTS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "max": 100.0}
 
 _EVENT_BODY = (
@@ -66,6 +73,10 @@ class Row:
     result: str = ""
 
 
+# A phase: its name, what runs it (args, API key -> JSON), and its table rows.
+Phase = tuple[str, Callable[[argparse.Namespace, str], dict[str, Any]], Callable[[dict[str, Any]], list[Row]]]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; every duration is in seconds."""
     p = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -80,6 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--inbox-timeout", type=float, default=30.0, help="longest wait for events to reach the inbox")
     p.add_argument("--drain-timeout", type=float, default=60.0, help="longest wait for the saturation backlog")
     p.add_argument("--skip-saturation", action="store_true", help="run only the fixed-rate and inbox phases")
+    p.add_argument(
+        "--skip-baseline", action="store_true", help="do not saturate the bare Litestar+aiokafka app for comparison"
+    )
     p.add_argument("--output-dir", type=Path, default=RESULTS, help="where the JSON results go")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = p.parse_args(argv)
@@ -187,21 +201,22 @@ def git_info() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain"))}
 
 
-def run_saturation(args: argparse.Namespace, key: str) -> dict[str, Any]:
-    """Warm up, then saturate with wrk; then wait for the inbox to absorb the backlog."""
+def saturate(
+    args: argparse.Namespace, url: str, key: str, source: str, warmup_source: str, *, server_pid: int | None = None
+) -> dict[str, Any]:
+    """The wrk saturation run (warm-up, then measure) that both the gateway and the bare baseline get."""
     common = {"threads": args.threads, "connections": args.connections}
     warmup = None
     if args.warmup > 0:
-        warmup = saturation.run_wrk(args.url, key, WARMUP_SOURCE, duration_s=args.warmup, **common)
+        warmup = saturation.run_wrk(url, key, warmup_source, duration_s=args.warmup, **common)
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
-    result = saturation.run_wrk(args.url, key, WRK_SOURCE, duration_s=args.duration, **common)
+    server_before = None if server_pid is None else process_cpu_seconds(server_pid)
+    result = saturation.run_wrk(url, key, source, duration_s=args.duration, **common)
     wrk_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
+    server_after = None if server_pid is None else process_cpu_seconds(server_pid)
     if result.ok == 0:
-        raise HarnessError(f"saturation: no 201 among {result.requests} responses ({result.statuses})")
-    drained = run_async(
-        inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, WRK_SOURCE, result.ok, args.drain_timeout)
-    )
-    return {
+        raise HarnessError(f"no 201 among {result.requests} responses ({result.statuses})")
+    out = {
         "threads": args.threads,
         "connections": args.connections,
         "duration_s": round(result.duration_s, 3),
@@ -215,8 +230,111 @@ def run_saturation(args: argparse.Namespace, key: str) -> dict[str, Any]:
         "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
         "wrk_cpu_pct": round(100 * wrk_cpu / result.duration_s, 1) if result.duration_s else None,
         "warmup": None if warmup is None else {"requests": warmup.requests, "errors": warmup.errors},
-        "inbox": inbox_dict(drained),
     }
+    if server_pid is not None:
+        used = None if server_before is None or server_after is None else server_after - server_before
+        out["server_cpu_pct"] = (
+            round(100 * used / result.duration_s, 1) if used is not None and result.duration_s else None
+        )
+    return out
+
+
+def run_saturation(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Warm up, then saturate with wrk; then wait for the inbox to absorb the backlog."""
+    out = saturate(args, args.url, key, WRK_SOURCE, WARMUP_SOURCE)
+    drained = run_async(
+        inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, WRK_SOURCE, out["ok"], args.drain_timeout)
+    )
+    return {**out, "inbox": inbox_dict(drained)}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (from /proc), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_answers(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
+    """Poll ``url`` until it answers 200; fail if ``proc`` exits or ``deadline_s`` passes first."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if proc.poll() is not None:
+            raise HarnessError(f"exited with {proc.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"{url} did not answer within {deadline_s:.0f} s")
+        time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM ``proc`` and wait; SIGKILL it if it is still there after ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _log_tail(log: Any, lines: int = 20) -> str:
+    log.flush()
+    log.seek(0)
+    return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def run_baseline(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Start bench/baseline_app.py with uvicorn as the gateway runs (uvloop, httptools, one process), give it
+    the gateway's wrk saturation (same script, threads, connections, warm-up, duration), and stop it."""
+    if not os.environ.get("TRIGGERS_KAFKA_BOOTSTRAP"):
+        raise HarnessError("TRIGGERS_KAFKA_BOOTSTRAP is not set (run through scripts/bench.sh)")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.baseline_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_answers(f"{url}/ping", proc, BASELINE_START_TIMEOUT_S)
+            out = saturate(args, url, key, BASELINE_SOURCE, BASELINE_SOURCE, server_pid=proc.pid)
+        except Exception as exc:
+            stop_process(proc)
+            raise HarnessError(f"{exc}; baseline app output:\n{_log_tail(log)}") from exc
+        finally:
+            stop_process(proc)  # also on KeyboardInterrupt; a no-op once it has exited
+        tail = _log_tail(log)
+    return {**out, "app": "bench/baseline_app.py", "port": port, "exit_code": proc.returncode, "log_tail": tail}
 
 
 def inbox_dict(result: inbox.InboxLatency) -> dict[str, Any]:
@@ -324,6 +442,44 @@ def saturation_rows(sat: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def baseline_rows(base: dict[str, Any]) -> list[Row]:
+    """Table rows of the bare Litestar+aiokafka saturation run."""
+    lat = base["latency_ms"]
+    cpu = "n/a" if base.get("server_cpu_pct") is None else f"{base['server_cpu_pct']:.0f} %"
+    wrk_cpu = "n/a" if base.get("wrk_cpu_pct") is None else f"{base['wrk_cpu_pct']:.0f} %"
+    rows = [
+        Row(
+            f"{BASELINE_LABEL} throughput (wrk -t{base['threads']} -c{base['connections']})",
+            f"{base['ok_per_s']:,.0f} /s",
+        ),
+        Row("  latency p50 / p99 / max", f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])} ms"),
+        Row(
+            "  201s / non-201 / socket errors",
+            f"{base['ok']:,} / {base['non_201']:,} / {sum(base['socket_errors'].values()):,}",
+        ),
+        Row("  server CPU / wrk CPU", f"{cpu} / {wrk_cpu}"),
+    ]
+    if base["statuses"]:
+        rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(base["statuses"].items()))))
+    return rows
+
+
+def baseline_share(sat: dict[str, Any], base: dict[str, Any]) -> float:
+    """Gateway saturation throughput as a percentage of the bare app's."""
+    return 100 * float(sat["ok_per_s"]) / float(base["ok_per_s"])
+
+
+def share_row(sat: dict[str, Any], base: dict[str, Any]) -> Row:
+    """The gateway-vs-bare comparison; errors in either run make it a FAIL (they distort the ratio)."""
+    pct = baseline_share(sat, base)
+    return Row(
+        f"gateway vs {BASELINE_LABEL}",
+        f"{pct:.1f} % ({sat['ok_per_s']:,.0f} / {base['ok_per_s']:,.0f})",
+        f">= {BASELINE_SHARE_TARGET_PCT:.0f} %",
+        verdict(pct >= BASELINE_SHARE_TARGET_PCT, sat["errors"] + base["errors"]),
+    )
+
+
 def fixed_rows(fx: dict[str, Any]) -> list[Row]:
     """Table rows of the fixed-rate phase and its ingest-to-inbox latency."""
     lat, box = fx["latency_ms"], fx["inbox"]
@@ -400,6 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "saturation_per_s": SATURATION_TARGET,
             "fixed_p99_ms": FIXED_P99_TARGET_MS,
             "inbox_p99_ms": INBOX_P99_TARGET_MS,
+            "gateway_vs_baseline_pct": BASELINE_SHARE_TARGET_PCT,
         },
         "harness_errors": [],
     }
@@ -413,18 +570,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    phases = [("fixed_rate", run_fixed, fixed_rows)]
+    # Run order; the baseline goes first so that the two wrk runs are back to back.
+    phases: list[Phase] = [("fixed_rate", run_fixed, fixed_rows)]
     if not args.skip_saturation:
         phases.insert(0, ("saturation", run_saturation, saturation_rows))
+    if not args.skip_baseline:
+        phases.insert(0, ("baseline", run_baseline, baseline_rows))
+    phase_rows: dict[str, list[Row]] = {}
     for name, phase, to_rows in phases:
         started = time.monotonic()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
             report[name] = phase(args, key)
-            rows += to_rows(report[name])
+            phase_rows[name] = to_rows(report[name])
         except Exception as exc:  # a failed phase is reported; the others still run
             report["harness_errors"].append(f"{name}: {type(exc).__name__}: {exc}")
         print(f"bench: {name} done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    if "saturation" in report and "baseline" in report:
+        report["gateway_vs_baseline_pct"] = round(baseline_share(report["saturation"], report["baseline"]), 1)
+        phase_rows.setdefault("baseline", []).append(share_row(report["saturation"], report["baseline"]))
+    for name in ("saturation", "baseline", "fixed_rate"):  # table order
+        rows += phase_rows.get(name, [])
     report["summary"] = [vars(r) for r in rows if r.target]
     print(render(report, rows))
     if not args.no_save:

@@ -24,7 +24,16 @@ class FakePool:
         return self.rows.get(digest)
 
 
-ROW = {"key_id": "key_1", "tenant_id": "acme", "scopes": ["events:read"], "rate_limit": None}
+ROW = {
+    "key_id": "key_1",
+    "tenant_id": "acme",
+    "scopes": ["events:read"],
+    "rate_limit": None,
+    "tenant_rate_limit": None,
+    "allowed_ips": None,
+    "signing_secret": None,
+    "require_signature": False,
+}
 
 
 def cache(pool: FakePool, **overrides: Any) -> KeyCache:

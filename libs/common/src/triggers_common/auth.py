@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import secrets
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import asyncpg
 import msgspec
@@ -25,13 +27,18 @@ _NEGATIVE_TTL_S = 1.0
 _MAX_CACHED_KEYS = 100_000
 
 
-class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the key's public id, its tenant and what it may do."""
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's public id, its tenant, what it may do and from where."""
 
     key_id: str
     tenant_id: str
     scopes: frozenset[str]
     rate_limit: int | None = None
+    tenant_rate_limit: int | None = None
+    allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
+    signing_secret: str | None = None
+    require_signature: bool = False
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -54,7 +61,17 @@ class CreatedKey(msgspec.Struct, frozen=True):
     scopes: list[str]
 
 
-async def create_key(conn: Conn, tenant_id: str, scopes: Iterable[str] = DEFAULT_SCOPES, name: str = "") -> CreatedKey:
+async def create_key(
+    conn: Conn,
+    tenant_id: str,
+    scopes: Iterable[str] = DEFAULT_SCOPES,
+    name: str = "",
+    *,
+    rate_limit: int | None = None,
+    allowed_ips: Iterable[str] | None = None,
+    signing_secret: str | None = None,
+    require_signature: bool = False,
+) -> CreatedKey:
     """Create the tenant if needed and a new key for it; the key text exists only in the return value."""
     scopes = list(scopes)
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -65,14 +82,30 @@ async def create_key(conn: Conn, tenant_id: str, scopes: Iterable[str] = DEFAULT
     async with conn.transaction():
         await conn.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant_id)
         await conn.execute(
-            "INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes) VALUES ($1, $2, $3, $4, $5)",
+            """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit, allowed_ips,
+                                     signing_secret, require_signature)
+               VALUES ($1, $2, $3, $4, $5, $6, $7::text[]::cidr[], $8, $9)""",
             key_id,
             tenant_id,
             hash_key(key),
             name,
             scopes,
+            rate_limit,
+            list(allowed_ips) if allowed_ips is not None else None,
+            signing_secret,
+            require_signature,
         )
     return CreatedKey(key_id=key_id, tenant_id=tenant_id, key=key, scopes=scopes)
+
+
+async def set_tenant_rate_limit(conn: Conn, tenant_id: str, per_minute: int | None) -> None:
+    """Create the tenant if needed and set its cap across all its keys (None: the configured default)."""
+    await conn.execute(
+        """INSERT INTO tenants (tenant_id, rate_limit) VALUES ($1, $2)
+           ON CONFLICT (tenant_id) DO UPDATE SET rate_limit = EXCLUDED.rate_limit""",
+        tenant_id,
+        per_minute,
+    )
 
 
 async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
@@ -97,8 +130,10 @@ async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
 
 
 _LOOKUP = """
-SELECT key_id, tenant_id, scopes, rate_limit FROM api_keys
-WHERE key_hash = $1 AND status IN ('active', 'rotating') AND (expires_at IS NULL OR expires_at > now())
+SELECT k.key_id, k.tenant_id, k.scopes, k.rate_limit, t.rate_limit AS tenant_rate_limit, k.allowed_ips,
+       k.signing_secret, k.require_signature
+FROM api_keys k JOIN tenants t USING (tenant_id)
+WHERE k.key_hash = $1 AND k.status IN ('active', 'rotating') AND (k.expires_at IS NULL OR k.expires_at > now())
 """
 
 
@@ -167,4 +202,8 @@ class KeyCache:
             tenant_id=row["tenant_id"],
             scopes=frozenset(row["scopes"]),
             rate_limit=row["rate_limit"],
+            tenant_rate_limit=row["tenant_rate_limit"],
+            allowed_ips=tuple(row["allowed_ips"]) if row["allowed_ips"] is not None else None,
+            signing_secret=row["signing_secret"],
+            require_signature=row["require_signature"],
         )

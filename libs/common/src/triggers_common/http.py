@@ -31,6 +31,8 @@ from triggers_common.settings import Settings
 log = logging.getLogger("triggers.http")
 
 _REQUEST_ID = "triggers.request_id"
+RATE_LIMIT_HEADERS = "triggers.rate_limit_headers"
+"""Scope key under which the access check leaves the X-RateLimit-* headers for the response."""
 _MAX_REQUEST_ID = 128
 JSON = "application/json"
 encode = msgspec.json.Encoder().encode
@@ -90,6 +92,12 @@ async def _add_request_id(message: Message, scope: Scope) -> None:
     if message["type"] == "http.response.start":
         headers = list(message.get("headers", []))
         headers.append((b"x-request-id", request_id(scope).encode("latin-1")))
+        limits: dict[str, str] | None = scope.get(RATE_LIMIT_HEADERS)  # type: ignore[assignment]
+        if limits:
+            present = {name for name, _ in headers}
+            headers.extend(
+                (k.lower().encode(), v.encode()) for k, v in limits.items() if k.lower().encode() not in present
+            )
         message["headers"] = headers
 
 

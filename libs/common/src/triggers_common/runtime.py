@@ -10,10 +10,12 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
+from triggers_common.access import Access
 from triggers_common.auth import KeyCache, sync_dev_key
 from triggers_common.db import create_pool, migrate, ping
 from triggers_common.http import Component
 from triggers_common.kafka import Producer, ensure_topics
+from triggers_common.ratelimit import RateLimiter
 from triggers_common.settings import Settings
 
 log = logging.getLogger("triggers.runtime")
@@ -27,6 +29,7 @@ class Runtime:
         self.producer = Producer(settings)
         self._pool: asyncpg.Pool | None = None
         self._keys: KeyCache | None = None
+        self._access: Access | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -38,10 +41,16 @@ class Runtime:
         assert self._keys is not None, "runtime not opened"
         return self._keys
 
+    @property
+    def access(self) -> Access:
+        assert self._access is not None, "runtime not opened"
+        return self._access
+
     async def open(self, components: Sequence[Component]) -> None:
         """Connect, migrate, create topics, sync the dev key, start the producer and then the components."""
         self._pool = await create_pool(self.settings)
         self._keys = KeyCache(self.settings, self._pool)
+        self._access = Access(self.settings, self._keys, RateLimiter(self._pool))
         async with self._pool.acquire() as conn:
             await migrate(conn, migration_sources(components))
             await sync_dev_key(conn, self.settings.dev_mode)

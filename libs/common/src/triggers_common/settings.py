@@ -53,6 +53,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     read_your_writes_window_s: float = 10.0
     """How long after its creation an event not yet in the inbox is waited for instead of answering 404."""
 
+    default_rate_limit: int = 1000
+    """Requests per minute for a key without its own ``rate_limit``."""
+    tenant_rate_limit: int = 60_000
+    """Requests per minute across all keys of a tenant without its own cap."""
+    trusted_proxies: str = ""
+    """Comma-separated CIDRs of proxies whose ``X-Forwarded-For`` is believed."""
+
     key_cache_ttl_s: float = 5.0
     """Longest a cached API key lookup is trusted before it is read again."""
 

@@ -13,7 +13,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
 from triggers_common.errors import Conflict, InvalidParameter, NotFound
-from triggers_common.http import api_key, encode, json_response, request_id
+from triggers_common.http import encode, json_response, request_id
 from triggers_common.models import format_timestamp, utc_now, uuid7_time
 from triggers_common.runtime import Runtime
 
@@ -118,9 +118,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     window = timedelta(seconds=settings.read_your_writes_window_s)
 
     async def caller(request: Request[Any, Any, Any]) -> Principal:
-        principal = await rt.keys.authenticate(api_key(request))
-        principal.require("events:read")
-        return principal
+        return await rt.access.check(request, "events:read")
 
     def in_flight(event_id: uuid.UUID) -> bool:
         born = uuid7_time(event_id)

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Counter, Histogram
-from triggers_common.http import api_key, encode, header, json_response, request_id
+from triggers_common.http import encode, header, json_response, request_id
 from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_id
 from triggers_common.runtime import Runtime
 
@@ -81,8 +81,7 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     )
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
-        principal = await rt.keys.authenticate(api_key(request))
-        principal.require("events:write")
+        principal = await rt.access.check(request, "events:write")
         require_json(header(request.scope, b"content-type"))
         event = parse_event(await request.body(), settings.max_payload_bytes)
         record, headers = to_record(event, principal.tenant_id)
