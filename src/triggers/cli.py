@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 import msgspec
-from triggers_common.auth import DEFAULT_SCOPES, SCOPES, create_key
+from triggers_common.auth import DEFAULT_SCOPES, SCOPES, create_key, set_tenant_rate_limit
 from triggers_common.db import create_pool, migrate
 from triggers_common.kafka import ensure_topics
 from triggers_common.logs import configure_logging
@@ -35,6 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,  # client IPs come from the socket; X-Forwarded-For only via TRIGGERS_TRUSTED_PROXIES
         log_config=None,
         timeout_graceful_shutdown=10,
     )
@@ -70,7 +71,16 @@ async def _keys_create(args: argparse.Namespace) -> int:
     pool = await create_pool(settings, deadline_s=10)
     try:
         async with pool.acquire() as conn:
-            created = await create_key(conn, args.tenant, scopes, name=args.name or "")
+            created = await create_key(
+                conn,
+                args.tenant,
+                scopes,
+                name=args.name or "",
+                rate_limit=args.rate_limit,
+                allowed_ips=args.allowed_ips.split(",") if args.allowed_ips else None,
+                signing_secret=args.signing_secret,
+                require_signature=args.require_signature,
+            )
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -84,6 +94,17 @@ async def _keys_create(args: argparse.Namespace) -> int:
             f"key_id={created.key_id} tenant={created.tenant_id} scopes={','.join(created.scopes)}",
             file=sys.stderr,
         )
+    return 0
+
+
+async def _tenants_create(args: argparse.Namespace) -> int:
+    pool = await create_pool(load_settings(), deadline_s=10)
+    try:
+        async with pool.acquire() as conn:
+            await set_tenant_rate_limit(conn, args.name, args.rate_limit)
+    finally:
+        await pool.close()
+    print(args.name)
     return 0
 
 
@@ -104,7 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", default=None, help=f"comma-separated, of: {', '.join(SCOPES)}")
     create.add_argument("--name", default=None)
+    create.add_argument("--rate-limit", type=int, default=None, help="requests per minute (default 1000)")
+    create.add_argument("--allowed-ips", default=None, help="comma-separated IPs/CIDRs the key may call from")
+    create.add_argument("--signing-secret", default=None, help="secret for signed requests (X-Signature)")
+    create.add_argument("--require-signature", action="store_true", help="refuse unsigned requests")
     create.add_argument("--json", action="store_true", help="print the key and its id as JSON")
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="tenants_command", required=True)
+    tenant = tenants.add_parser("create", help="create a tenant (or update its cap)")
+    tenant.add_argument("name")
+    tenant.add_argument("--rate-limit", type=int, default=None, help="requests per minute across all its keys")
 
     args = parser.parse_args(argv)
     try:
@@ -114,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate())
         if args.command == "topics":
             return asyncio.run(_topics())
+        if args.command == "tenants":
+            return asyncio.run(_tenants_create(args))
         return asyncio.run(_keys_create(args))
     except ValueError as exc:
         print(f"triggers: {exc}", file=sys.stderr)

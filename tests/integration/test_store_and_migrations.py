@@ -31,7 +31,9 @@ async def test_migrations_apply_once_even_when_two_starts_race(pool: Pool, setti
         sources = migration_sources([factory(Runtime(settings)) for factory in TARGETS.values()])
         a, b = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
         first, second = await asyncio.gather(migrate(a, sources), migrate(b, sources))
-        every_file = sorted(f"{c}/{f.name}" for c, folder in sources for f in folder.iterdir() if f.name.endswith(".sql"))
+        every_file = sorted(
+            f"{c}/{f.name}" for c, folder in sources for f in folder.iterdir() if f.name.endswith(".sql")
+        )
         assert {"common/0001_tenants_and_keys.sql", "inbox/0001_events.sql"} <= set(every_file)
         assert sorted(first + second) == every_file  # each file applied once, by one of the two
         assert await migrate(a, sources) == []

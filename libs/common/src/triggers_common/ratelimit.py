@@ -63,7 +63,9 @@ class RateLimiter:
         pocket = self._pockets.get(bucket)
         if pocket is None:
             pocket = self._pockets[bucket] = _Pocket()
-        if pocket.tokens <= 0 and time.monotonic() >= pocket.empty_until:
+        # Lease until this request holds a token or the bucket is known to be empty: waiters that lose the
+        # race for a small chunk lease again instead of being refused while the bucket still has tokens.
+        while pocket.tokens <= 0 and time.monotonic() >= pocket.empty_until:
             await self._lease(bucket, per_minute, pocket)
         rate = per_minute / 60.0
         if pocket.tokens > 0:

@@ -1,0 +1,171 @@
+"""Signed requests, IP allowlists, scopes and rate limits, on purpose and from two gateway replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from triggers_common.auth import create_key, set_tenant_rate_limit
+from triggers_common.db import Pool
+from triggers_common.signing import sign_request
+
+from tests.support import Server, event
+
+pytestmark = pytest.mark.e2e
+SECRET = "sig-secret-0123456789"
+
+
+async def new_key(pool: Pool, **policy: Any) -> str:
+    async with pool.acquire() as conn:
+        return (await create_key(conn, f"acc-{uuid.uuid4().hex[:10]}", **policy)).key
+
+
+def signed_post(
+    key: str, body: bytes, *, secret: str = SECRET, offset: int = 0, path: str = "/v1/events"
+) -> dict[str, str]:
+    headers = sign_request(secret, "POST", path, "", body, timestamp=int(time.time()) + offset)
+    return {"X-API-Key": key, "Content-Type": "application/json", **headers}
+
+
+BODY = msgspec.json.encode(event())
+
+
+async def test_signed_requests(client: httpx.AsyncClient, pool: Pool) -> None:
+    key = await new_key(pool, signing_secret=SECRET)
+    ok = await client.post("/v1/events", content=BODY, headers=signed_post(key, BODY))
+    assert ok.status_code == 201, ok.text
+
+    failures = {
+        "wrong secret": signed_post(key, BODY, secret="another-secret-value"),
+        "stale": signed_post(key, BODY, offset=-301),
+        "future": signed_post(key, BODY, offset=301),
+        "other body": signed_post(key, BODY + b" "),
+        "garbage": {**signed_post(key, BODY), "X-Signature": "not-base64!"},
+        "no timestamp": {k: v for k, v in signed_post(key, BODY).items() if k != "X-Signature-Timestamp"},
+        "bad timestamp": {**signed_post(key, BODY), "X-Signature-Timestamp": "yesterday"},
+    }
+    for case, headers in failures.items():
+        response = await client.post("/v1/events", content=BODY, headers=headers)
+        assert response.status_code == 401, case
+        assert response.json()["error"]["code"] == "UNAUTHORIZED", case
+
+    # the query string is part of what is signed
+    inbox = sign_request(SECRET, "GET", "/v1/inbox", "limit=5", b"")
+    assert (await client.get("/v1/inbox?limit=5", headers={"X-API-Key": key, **inbox})).status_code == 200
+    assert (await client.get("/v1/inbox?limit=6", headers={"X-API-Key": key, **inbox})).status_code == 401
+
+
+async def test_signature_required_or_impossible(client: httpx.AsyncClient, pool: Pool) -> None:
+    strict = await new_key(pool, signing_secret=SECRET, require_signature=True)
+    unsigned = await client.post(
+        "/v1/events", content=BODY, headers={"X-API-Key": strict, "Content-Type": "application/json"}
+    )
+    assert unsigned.status_code == 401
+    assert (await client.post("/v1/events", content=BODY, headers=signed_post(strict, BODY))).status_code == 201
+
+    # a signature on a key without a secret can't be checked, so it fails closed
+    plain = await new_key(pool)
+    assert (await client.post("/v1/events", content=BODY, headers=signed_post(plain, BODY))).status_code == 401
+
+
+async def test_ip_allowlist_uses_the_socket_peer(client: httpx.AsyncClient, pool: Pool) -> None:
+    allowed = await new_key(pool, allowed_ips=["127.0.0.0/8", "2001:db8::/32"])
+    assert (await client.post("/v1/events", json=event(), headers={"X-API-Key": allowed})).status_code == 201
+
+    for networks in (["10.0.0.0/8"], ["::1/128"], ["203.0.113.7"]):
+        key = await new_key(pool, allowed_ips=networks)
+        denied = await client.post("/v1/events", json=event(), headers={"X-API-Key": key})
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "FORBIDDEN"
+
+    # 127.0.0.1 is not a trusted proxy of this server, so a forged X-Forwarded-For changes nothing
+    spoofed = await new_key(pool, allowed_ips=["203.0.113.7/32"])
+    forged = {"X-API-Key": spoofed, "X-Forwarded-For": "203.0.113.7"}
+    assert (await client.post("/v1/events", json=event(), headers=forged)).status_code == 403
+
+
+async def test_rate_limit_headers_and_429(client: httpx.AsyncClient, pool: Pool) -> None:
+    key = await new_key(pool, rate_limit=30)
+    responses = [await client.get("/v1/inbox", headers={"X-API-Key": key}) for _ in range(40)]
+    statuses = [r.status_code for r in responses]
+    assert 30 <= statuses.count(200) <= 32 and statuses.count(429) >= 8
+    first = responses[0]
+    assert first.headers["x-ratelimit-limit"] == "30"
+    assert int(first.headers["x-ratelimit-remaining"]) >= 28
+    assert int(first.headers["x-ratelimit-reset"]) >= int(time.time())
+    limited = next(r for r in responses if r.status_code == 429)
+    error = limited.json()["error"]
+    assert error["code"] == "RATE_LIMIT_EXCEEDED"
+    assert set(error["details"]) == {"limit", "reset_at", "retry_after"} and error["details"]["limit"] == 30
+    assert int(limited.headers["retry-after"]) >= 1 and limited.headers["x-ratelimit-remaining"] == "0"
+    # errors after authentication carry the headers too
+    bad = await client.post("/v1/events", json={"nope": 1}, headers={"X-API-Key": await new_key(pool)})
+    assert bad.status_code == 400 and bad.headers["x-ratelimit-limit"] == "1000"
+
+
+async def test_tenant_cap_spans_keys(client: httpx.AsyncClient, pool: Pool) -> None:
+    tenant = f"capped-{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        await set_tenant_rate_limit(conn, tenant, 20)
+        keys = [(await create_key(conn, tenant)).key for _ in range(2)]
+    statuses = [(await client.get("/v1/inbox", headers={"X-API-Key": keys[i % 2]})).status_code for i in range(30)]
+    assert 20 <= statuses.count(200) <= 22
+    assert statuses.count(429) >= 8
+
+
+@pytest.fixture(scope="module")
+async def replicas(
+    test_env: dict[str, str], pool: Pool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[list[Server]]:
+    """Two ingest gateways on one database; 127.0.0.1 is their trusted proxy."""
+    logs = tmp_path_factory.mktemp("replica-logs")
+    env = {**test_env, "TRIGGERS_TRUSTED_PROXIES": "127.0.0.1/32"}
+    servers = [Server(env, target="ingest", log_dir=logs), Server(env, target="ingest", log_dir=logs)]
+    await asyncio.gather(*(s.start() for s in servers))
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+async def test_one_limit_across_two_replicas(replicas: list[Server], pool: Pool) -> None:
+    limit = 600
+    key = await new_key(pool, rate_limit=limit)
+    clients = [httpx.AsyncClient(base_url=s.url, headers={"X-API-Key": key}, timeout=30) for s in replicas]
+    try:
+        started = time.monotonic()
+        responses = await asyncio.gather(
+            *(clients[i % 2].post("/v1/events", json=event(payload={"i": i})) for i in range(1200))
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        for c in clients:
+            await c.aclose()
+    accepted = sum(r.status_code == 201 for r in responses)
+    assert {r.status_code for r in responses} <= {201, 429}
+    expected = limit + limit / 60 * elapsed  # the bucket, plus what refilled while the test ran
+    assert 0.9 * expected <= accepted <= 1.1 * expected, (accepted, expected)
+    by_replica = [sum(r.status_code == 201 for r in responses[i::2]) for i in range(2)]
+    assert min(by_replica) > 0.3 * accepted  # both replicas drew from the one bucket
+
+
+async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(replicas: list[Server], pool: Pool) -> None:
+    key = await new_key(pool, allowed_ips=["203.0.113.7/32"])
+    cases = {
+        "203.0.113.7": 201,
+        "203.0.113.7, 127.0.0.1": 201,  # right-most untrusted hop
+        "198.51.100.1, 203.0.113.7": 201,
+        "203.0.113.7, 198.51.100.1": 403,
+        "garbage": 403,
+    }
+    async with httpx.AsyncClient(base_url=replicas[0].url) as c:
+        for forwarded, status in cases.items():
+            response = await c.post(
+                "/v1/events", json=event(), headers={"X-API-Key": key, "X-Forwarded-For": forwarded}
+            )
+            assert response.status_code == status, forwarded
+        assert (await c.post("/v1/events", json=event(), headers={"X-API-Key": key})).status_code == 403
