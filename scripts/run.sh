@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RUN="$ROOT/.stack/run"; PIDFILE="$RUN/triggers.pid"; LOG="$RUN/triggers.log"
 PORT="${TRIGGERS_HTTP_PORT:-8080}"
+WORKERS="${TRIGGERS_WORKERS:-$(nproc)}"  # one process per core, all on one port
 mkdir -p "$RUN"
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
@@ -42,12 +43,12 @@ case "${1:-}" in
     prepare
     trap '"$ROOT/scripts/stack.sh" stop' EXIT
     ( sleep 1; wait_ready_fg() { until curl -fsS "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1; do sleep 0.3; done; }; wait_ready_fg; hint ) &
-    "$ROOT/.venv/bin/triggers" run --target all --port "$PORT" || true
+    "$ROOT/.venv/bin/triggers" run --target all --port "$PORT" --workers "$WORKERS" || true
     ;;
   up)
     if running; then echo "triggers already running (pid $(cat "$PIDFILE"))"; hint; exit 0; fi
     prepare
-    setsid nohup "$ROOT/.venv/bin/triggers" run --target all --port "$PORT" >"$LOG" 2>&1 </dev/null &
+    setsid nohup "$ROOT/.venv/bin/triggers" run --target all --port "$PORT" --workers "$WORKERS" >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     wait_ready
     hint

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import msgspec
 from triggers_common.auth import DEFAULT_SCOPES, SCOPES, create_key, set_tenant_rate_limit
@@ -27,9 +31,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.target != "all" and args.target not in TARGETS:
         print(f"unknown target {args.target!r}", file=sys.stderr)
         return 2
-    app = create_app(args.target, settings)
+    workers = args.workers or settings.workers
+    if workers > 1:
+        # Several processes share the port and join the same consumer groups; their metrics meet in one folder.
+        os.environ["TRIGGERS_TARGET"] = args.target
+        metrics_dir = Path(tempfile.mkdtemp(prefix="triggers-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        app: Any = "triggers.server:create_app_from_env"
+    else:
+        app = create_app(args.target, settings)
     uvicorn.run(
         app,
+        factory=workers > 1,
+        workers=workers,
         host=args.host or settings.http_host,
         port=args.port or settings.http_port,
         loop="uvloop",
@@ -39,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         log_config=None,
         timeout_graceful_shutdown=10,
     )
+    if workers > 1:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -116,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--target", default=os.environ.get("TRIGGERS_TARGET", "all"))
     run.add_argument("--host", default=None)
     run.add_argument("--port", type=int, default=None)
+    run.add_argument("--workers", type=int, default=None, help="processes sharing the port (default 1)")
 
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from litestar import Litestar
 from triggers_analytics.app import create_component as analytics
 from triggers_common.http import Component, build_app
+from triggers_common.logs import configure_logging
 from triggers_common.runtime import Runtime
 from triggers_common.settings import Settings, load_settings
 from triggers_inbox.app import create_component as inbox
@@ -19,6 +21,13 @@ TARGETS: dict[str, Callable[[Runtime], Component]] = {
     "webhooks": webhooks,
     "analytics": analytics,
 }
+
+
+def create_app_from_env() -> Litestar:
+    """Entry point for worker processes: the target and settings come from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(os.environ.get("TRIGGERS_TARGET", "all"), settings)
 
 
 def create_app(target: str = "all", settings: Settings | None = None) -> Litestar:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ControllerRouterHandler, Message, Scope
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from triggers_common.errors import (
     MethodNotAllowed,
@@ -146,6 +148,15 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return json_response(encode(body), err.status_code, err.headers or None)
 
 
+def _registry() -> CollectorRegistry:
+    """The process's own metrics, or every worker's when they run side by side (multiprocess mode)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 class Health(msgspec.Struct):
     status: str
     timestamp: str
@@ -183,7 +194,7 @@ def health_routes(
 
     @get("/metrics", tags=["health"], summary="Prometheus metrics", media_type="text/plain")
     async def metrics() -> Response[bytes]:
-        return Response(content=generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(content=generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     @get("/openapi.json", tags=["health"], summary="OpenAPI document", include_in_schema=False)
     async def openapi(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
@@ -90,6 +92,20 @@ async def _close_quietly(client: Any) -> None:
         log.debug("closing a half-started Kafka client failed", exc_info=True)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _partition_for(key: bytes, partitions: tuple[int, ...]) -> int:
+    result: int = DefaultPartitioner()(key, list(partitions), list(partitions))
+    return result
+
+
+def _cached_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Kafka's default (murmur2) partitioner, computed once per key: the key is the tenant id."""
+    if key is None:
+        result: int = DefaultPartitioner()(key, all_partitions, available)
+        return result
+    return _partition_for(key, tuple(all_partitions))
+
+
 class Producer:
     """An idempotent ``acks=all`` producer whose sends give up after ``send_timeout_s`` with a 503."""
 
@@ -108,6 +124,7 @@ class Producer:
                 max_batch_size=256 * 1024,
                 max_request_size=4 * 1024 * 1024,
                 compression_type="lz4",
+                partitioner=_cached_partitioner,
                 request_timeout_ms=max(int(s.send_timeout_s * 1000), 1000),
             ),
             deadline_s,
@@ -126,7 +143,13 @@ class Producer:
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None) -> None:
         """Send one record and wait for the broker's ack, or raise :class:`ServiceUnavailable`."""
-        await self.send_many(topic, [(key, value, headers or [])])
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.send_timeout_s):
+                await (await self.client.send(topic, value, key=key, headers=headers))
+        except (TimeoutError, KafkaError) as exc:
+            raise self._unavailable(topic, exc) from exc
+        PRODUCE_SECONDS.observe(time.perf_counter() - started)
 
     async def send_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
         """Send records and wait until the broker acked every one of them (within the send timeout)."""
@@ -138,10 +161,14 @@ class Producer:
                 ]
                 await asyncio.gather(*futures)
         except (TimeoutError, KafkaError) as exc:
-            PRODUCE_FAILURES.inc()
-            log.warning("kafka send failed", extra={"topic": topic, "error": repr(exc)})
-            raise ServiceUnavailable("Event broker unavailable, retry later", retry_after_s=2) from exc
+            raise self._unavailable(topic, exc) from exc
         PRODUCE_SECONDS.observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _unavailable(topic: str, exc: BaseException) -> ServiceUnavailable:
+        PRODUCE_FAILURES.inc()
+        log.warning("kafka send failed", extra={"topic": topic, "error": repr(exc)})
+        return ServiceUnavailable("Event broker unavailable, retry later", retry_after_s=2)
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """True when the broker answers a metadata request."""

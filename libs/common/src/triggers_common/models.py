@@ -48,7 +48,7 @@ json_encoder = msgspec.json.Encoder()
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339, UTC, ``Z``, always with microseconds: ``2026-11-25T18:38:51.123456Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

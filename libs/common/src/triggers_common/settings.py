@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    workers: int = 1
+    """Processes serving one port (``triggers run``); each joins the consumer groups of its target."""
     log_level: str = "INFO"
     version: str = "0.1.0"
 
