@@ -168,3 +168,19 @@ async def tenant_key(pool: Pool) -> str:
 @pytest.fixture(scope="session")
 def server_url(server: Server) -> str:
     return server.url
+
+
+@pytest.fixture(scope="session")
+async def replicas(
+    test_env: dict[str, str], pool: Pool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[list[Server]]:
+    """Two ingest gateways (``--target ingest``) on the session's database; 127.0.0.1 is their trusted proxy."""
+    import asyncio
+
+    logs = Path(tmp_path_factory.mktemp("replica-logs"))
+    env = {**test_env, "TRIGGERS_TRUSTED_PROXIES": "127.0.0.1/32"}
+    servers = [Server(env, target="ingest", log_dir=logs), Server(env, target="ingest", log_dir=logs)]
+    await asyncio.gather(*(s.start() for s in servers))
+    yield servers
+    for s in servers:
+        s.stop()

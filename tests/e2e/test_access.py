@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -116,20 +115,6 @@ async def test_tenant_cap_spans_keys(client: httpx.AsyncClient, pool: Pool) -> N
     statuses = [(await client.get("/v1/inbox", headers={"X-API-Key": keys[i % 2]})).status_code for i in range(30)]
     assert 20 <= statuses.count(200) <= 22
     assert statuses.count(429) >= 8
-
-
-@pytest.fixture(scope="module")
-async def replicas(
-    test_env: dict[str, str], pool: Pool, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[list[Server]]:
-    """Two ingest gateways on one database; 127.0.0.1 is their trusted proxy."""
-    logs = tmp_path_factory.mktemp("replica-logs")
-    env = {**test_env, "TRIGGERS_TRUSTED_PROXIES": "127.0.0.1/32"}
-    servers = [Server(env, target="ingest", log_dir=logs), Server(env, target="ingest", log_dir=logs)]
-    await asyncio.gather(*(s.start() for s in servers))
-    yield servers
-    for s in servers:
-        s.stop()
 
 
 async def test_one_limit_across_two_replicas(replicas: list[Server], pool: Pool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -74,6 +75,9 @@ async def test_kafka_down_gives_503_then_recovers(broker: Broker, outage_server:
         assert elapsed < SEND_TIMEOUT_S + 2.0, f"503 took {elapsed:.1f}s"
         ready = await c.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["checks"]["kafka"] is False
+        keyed = {"Idempotency-Key": f"outage-{uuid.uuid4()}"}
+        failed = await c.post("/v1/events", json=event(payload={"phase": "keyed"}), headers=keyed)
+        assert failed.status_code == 503
 
         broker.start()
 
@@ -88,3 +92,13 @@ async def test_kafka_down_gives_503_then_recovers(broker: Broker, outage_server:
         assert got.status_code == 200, got.text
         assert (await c.get(f"/v1/events/{before.json()['event_id']}")).status_code == 200
         assert (await c.get("/health/ready")).status_code == 200
+
+        # the client's retry of the keyed request is safe: one event, whatever became of the 503'd attempt
+        retried = await c.post("/v1/events", json=event(payload={"phase": "keyed"}), headers=keyed)
+        assert retried.status_code == 201, retried.text
+        assert (await c.get(f"/v1/events/{retried.json()['event_id']}")).status_code == 200
+        again = await c.post("/v1/events", json=event(payload={"phase": "keyed"}), headers=keyed)
+        assert again.json()["event_id"] == retried.json()["event_id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        inbox = (await c.get("/v1/inbox", params={"limit": "100"})).json()["events"]
+        assert sum(e["payload"] == {"phase": "keyed"} for e in inbox) == 1

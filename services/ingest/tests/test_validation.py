@@ -1,8 +1,10 @@
 import msgspec
 import pytest
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from triggers_ingest.routes import to_record, traceparent
-from triggers_ingest.validation import parse_event, require_json
+from triggers_common.models import new_event_id
+from triggers_ingest.publish import to_record
+from triggers_ingest.routes import traceparent
+from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, request_hash, require_json
 
 LIMIT = 409_600
 
@@ -80,7 +82,7 @@ def test_content_type_must_be_json() -> None:
 
 def test_record_and_cloudevents_headers() -> None:
     event = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1}}', LIMIT)
-    record, headers = to_record(event, "acme")
+    record, headers = to_record(event, "acme", *new_event_id())
     assert record.tenant_id == "acme" and record.status == "pending" and record.acknowledged_at is None
     assert bytes(msgspec.json.encode(record)).count(b'"payload":{"a":1}') == 1
     names = dict(headers)
@@ -93,3 +95,31 @@ def test_traceparent_continues_or_starts_a_trace() -> None:
     assert continued.startswith(f"00-{trace}-".encode()) and continued.endswith(b"-01")
     fresh = traceparent({"headers": []})
     assert len(fresh) == 55 and fresh != traceparent({"headers": []})
+
+
+def test_bulk_items_report_their_index() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_event(b'{"source":"","event_type":"t","payload":{"a":1}}', LIMIT, "body.items.7")
+    assert caught.value.details["validation_errors"][0]["field"] == "body.items.7.source"
+    for envelope in (b'{"items":[]}', b'{"items":{}}', b'{"things":[{}]}', b"[]"):
+        with pytest.raises(ValidationFailed):
+            parse_bulk(envelope, 1000)
+    with pytest.raises(ValidationFailed):
+        parse_bulk(b'{"items":[' + b",".join([b"{}"] * 3) + b"]}", 2)
+    assert len(parse_bulk(b'{"items":[1,{"a":2}]}', 2)) == 2
+
+
+def test_idempotency_header_and_request_hash() -> None:
+    base = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1}}', LIMIT)
+    keyed = idempotency_header("k-1", base)
+    assert keyed.idempotency_key == "k-1" and idempotency_header(None, base) is base
+    with pytest.raises(ValidationFailed):
+        idempotency_header("x" * 256, base)
+    in_body = parse_event(
+        b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"idempotency_key":"a"}}', LIMIT
+    )
+    with pytest.raises(ValidationFailed):
+        idempotency_header("b", in_body)
+    spaced = parse_event(b'{ "source":"s", "event_type":"t", "payload": { "a" : 1 } }', LIMIT)
+    assert request_hash(spaced) == request_hash(base)
+    assert request_hash(parse_event(b'{"source":"s","event_type":"t","payload":{"a":2}}', LIMIT)) != request_hash(base)

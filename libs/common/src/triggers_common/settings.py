@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body any route accepts."""
 
+    idempotency_ttl_s: float = 86_400.0
+    """How long an idempotency key is remembered per tenant."""
+    bulk_max_items: int = 1000
+
     inbox_batch_max: int = 1000
     """Most records the inbox consumer writes in one transaction."""
     read_your_writes_window_s: float = 10.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 from triggers_common.http import Component
 from triggers_common.runtime import Runtime
 
@@ -9,4 +11,4 @@ from triggers_ingest.routes import build_routes
 
 
 def create_component(rt: Runtime) -> Component:
-    return Component(name="ingest", routes=build_routes(rt))
+    return Component(name="ingest", routes=build_routes(rt), migrations=files("triggers_ingest") / "migrations")

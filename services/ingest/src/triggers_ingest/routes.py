@@ -1,4 +1,4 @@
-"""POST /v1/events: authenticate, validate, produce to Kafka, answer 201 once the broker acked."""
+"""Ingest HTTP: POST /v1/events and /v1/events/bulk. 201 only once the broker acked every reported event."""
 
 from __future__ import annotations
 
@@ -10,26 +10,55 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Counter, Histogram
+from triggers_common.errors import PayloadTooLarge, TriggersError, ValidationFailed
 from triggers_common.http import encode, header, json_response, request_id
-from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_id
 from triggers_common.runtime import Runtime
 
-from triggers_ingest.validation import NewEvent, parse_event, require_json
+from triggers_ingest.publish import Accepted, Publisher
+from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, require_json
 
-INGESTED = Counter("triggers_ingest_events_total", "Events accepted (answered 201)")
+INGESTED = Counter("triggers_ingest_events_total", "Events accepted (answered 201), replays included")
 INGEST_SECONDS = Histogram(
     "triggers_ingest_request_seconds",
-    "POST /v1/events latency, successful requests",
+    "Ingest request latency, successful requests",
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-_JSON_HEADER = b"application/json"
+_SINGLE_SECONDS = INGEST_SECONDS.labels("single")
+_BULK_SECONDS = INGEST_SECONDS.labels("bulk")
+_REPLAYED = {"Idempotent-Replayed": "true"}
 
 
-class Accepted(msgspec.Struct):
+class AcceptedBody(msgspec.Struct):
     event_id: str
     created_at: str
     status: str
     message: str
+    request_id: str
+
+
+class BulkSuccess(msgspec.Struct):
+    event_id: str
+    created_at: str
+    status: str
+    message: str
+    replayed: bool
+
+
+class BulkErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class BulkFailure(msgspec.Struct):
+    index: int
+    error: BulkErrorBody
+
+
+class BulkBody(msgspec.Struct):
+    successful: list[BulkSuccess]
+    failed: list[BulkFailure]
     request_id: str
 
 
@@ -42,33 +71,9 @@ def traceparent(scope: Any) -> bytes:
     return f"00-{os.urandom(16).hex()}-{span}-00".encode()
 
 
-def to_record(event: NewEvent, tenant_id: str) -> tuple[EventRecord, list[tuple[str, bytes]]]:
-    """The Kafka record for an accepted event, with CloudEvents binary-mode headers."""
-    event_id, created = new_event_id()
-    created_at = format_timestamp(created)
-    record = EventRecord(
-        event_id=str(event_id),
-        created_at=created_at,
-        source=event.source,
-        event_type=event.event_type,
-        payload=msgspec.Raw(event.payload),
-        metadata=msgspec.Raw(event.metadata) if event.metadata is not None else NULL,
-        tenant_id=tenant_id,
-    )
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", record.event_id.encode()),
-        ("ce_source", event.source.encode()),
-        ("ce_type", event.event_type.encode()),
-        ("ce_time", created_at.encode()),
-        ("content-type", _JSON_HEADER),
-    ]
-    return record, headers
-
-
 def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     settings = rt.settings
-    topic = settings.events_topic
+    publisher = Publisher(rt)
 
     @post(
         "/v1/events",
@@ -76,7 +81,8 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         tags=["events"],
         summary="Ingest one event",
         description="201 means durable: the event is in Kafka with acks=all. 503 if the broker cannot take it "
-        "within the send timeout.",
+        "within the send timeout. A repeat with the same idempotency key and body answers the original event "
+        "with `Idempotent-Replayed: true`.",
         request_max_body_size=settings.max_payload_bytes + 64 * 1024,
     )
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -84,14 +90,53 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         principal = await rt.access.check(request, "events:write")
         require_json(header(request.scope, b"content-type"))
         event = parse_event(await request.body(), settings.max_payload_bytes)
-        record, headers = to_record(event, principal.tenant_id)
-        headers.append(("traceparent", traceparent(request.scope)))
-        await rt.producer.send(topic, encode(record), key=principal.tenant_id.encode(), headers=headers)
+        event = idempotency_header(header(request.scope, b"idempotency-key"), event)
+        (answer,) = await publisher.publish(principal.tenant_id, [event], traceparent(request.scope))
+        if isinstance(answer, TriggersError):
+            raise answer
         INGESTED.inc()
-        body = Accepted(
-            record.event_id, record.created_at, "pending", "Event ingested successfully", request_id(request)
+        body = AcceptedBody(
+            answer.event_id, answer.created_at, "pending", "Event ingested successfully", request_id(request)
         )
-        INGEST_SECONDS.observe(time.perf_counter() - started)
-        return json_response(encode(body), 201)
+        _SINGLE_SECONDS.observe(time.perf_counter() - started)
+        return json_response(encode(body), 201, _REPLAYED if answer.replayed else None)
 
-    return [ingest_event]
+    @post(
+        "/v1/events/bulk",
+        status_code=201,
+        tags=["events"],
+        summary="Ingest up to 1,000 events in one request",
+        description="Each item is validated alone: valid items are ingested, invalid ones are reported in "
+        "`failed` with their index. All accepted items go to Kafka in one batch; 201 once every one is acked, "
+        "503 (and nothing accepted) if the broker cannot take them.",
+        request_max_body_size=settings.max_body_bytes,
+    )
+    async def ingest_bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
+        started = time.perf_counter()
+        principal = await rt.access.check(request, "events:write")
+        require_json(header(request.scope, b"content-type"))
+        items = parse_bulk(await request.body(), settings.bulk_max_items)
+        failed: list[BulkFailure] = []
+        valid: list[tuple[int, Any]] = []
+        for index, raw in enumerate(items):
+            try:
+                valid.append((index, parse_event(bytes(raw), settings.max_payload_bytes, f"body.items.{index}")))
+            except (ValidationFailed, PayloadTooLarge) as exc:
+                failed.append(BulkFailure(index, BulkErrorBody(exc.code, exc.message, exc.details)))
+        answers = await publisher.publish(principal.tenant_id, [e for _, e in valid], traceparent(request.scope))
+        successful: list[BulkSuccess] = []
+        for (index, _), answer in zip(valid, answers, strict=True):
+            if isinstance(answer, Accepted):
+                successful.append(
+                    BulkSuccess(
+                        answer.event_id, answer.created_at, "pending", "Event ingested successfully", answer.replayed
+                    )
+                )
+            else:
+                failed.append(BulkFailure(index, BulkErrorBody(answer.code, answer.message, answer.details)))
+        failed.sort(key=lambda f: f.index)
+        INGESTED.inc(len(successful))
+        _BULK_SECONDS.observe(time.perf_counter() - started)
+        return json_response(encode(BulkBody(successful, failed, request_id(request))), 201)
+
+    return [ingest_event, ingest_bulk]

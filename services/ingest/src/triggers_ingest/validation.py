@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -71,47 +72,50 @@ def _name(value: str, field: str, errors: list[dict[str, str]]) -> str:
     return trimmed
 
 
-def _metadata(raw: bytes, errors: list[dict[str, str]]) -> str | None:
+def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
     """Checks the known metadata keys; returns the idempotency key if one is given."""
     try:
         metadata = _decode_object(raw)
     except msgspec.ValidationError:
-        errors.append(_error("body.metadata", "Expected 'object' or null", "type_error"))
+        errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
         return None
     priority = metadata.get("priority")
     if priority is not None and priority not in PRIORITIES:
-        errors.append(_error("body.metadata.priority", "Must be one of: low, normal, high", "value_error"))
+        errors.append(_error(f"{at}.metadata.priority", "Must be one of: low, normal, high", "value_error"))
     correlation = metadata.get("correlation_id")
     if correlation is not None and not isinstance(correlation, str):
-        errors.append(_error("body.metadata.correlation_id", "Expected 'str'", "type_error"))
+        errors.append(_error(f"{at}.metadata.correlation_id", "Expected 'str'", "type_error"))
     key = metadata.get("idempotency_key")
     if key is None:
         return None
     if not isinstance(key, str):
-        errors.append(_error("body.metadata.idempotency_key", "Expected 'str'", "type_error"))
+        errors.append(_error(f"{at}.metadata.idempotency_key", "Expected 'str'", "type_error"))
         return None
     if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
         errors.append(
-            _error("body.metadata.idempotency_key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")
+            _error(f"{at}.metadata.idempotency_key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")
         )
         return None
     return key
 
 
-def parse_event(body: bytes, max_payload_bytes: int) -> NewEvent:
-    """Validate one event body (API.md §3). Raises 400 with every problem found, or 413 for a big payload."""
+def parse_event(body: bytes, max_payload_bytes: int, at: str = "body") -> NewEvent:
+    """Validate one event (API.md §3). Raises 400 with every problem found, or 413 for a big payload.
+
+    ``at`` is where the event sits in the request, for error fields (``body.items.3`` in a bulk request).
+    """
     try:
         parsed = _decode_body(body)
     except msgspec.ValidationError as exc:
-        raise ValidationFailed.of([describe_validation_error(exc)]) from exc
+        raise ValidationFailed.of([describe_validation_error(exc, at)]) from exc
     except msgspec.DecodeError as exc:
         raise ValidationFailed.of(
-            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+            [_error(at, f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
         ) from exc
 
     errors: list[dict[str, str]] = []
-    source = _name(parsed.source, "body.source", errors)
-    event_type = _name(parsed.event_type, "body.event_type", errors)
+    source = _name(parsed.source, f"{at}.source", errors)
+    event_type = _name(parsed.event_type, f"{at}.event_type", errors)
 
     payload = msgspec.json.format(parsed.payload, indent=-1)
     if len(payload) > max_payload_bytes:
@@ -120,17 +124,60 @@ def parse_event(body: bytes, max_payload_bytes: int) -> NewEvent:
             {"limit_bytes": max_payload_bytes, "actual_bytes": len(payload)},
         )
     if payload[:1] != b"{":
-        errors.append(_error("body.payload", "Expected 'object'", "type_error"))
+        errors.append(_error(f"{at}.payload", "Expected 'object'", "type_error"))
     elif payload == b"{}":
-        errors.append(_error("body.payload", "Must not be empty", "value_error"))
+        errors.append(_error(f"{at}.payload", "Must not be empty", "value_error"))
 
     metadata = None
     idempotency_key = None
     compact = msgspec.json.format(parsed.metadata, indent=-1)
     if compact != b"null":
         metadata = compact
-        idempotency_key = _metadata(metadata, errors)
+        idempotency_key = _metadata(metadata, errors, at)
 
     if errors:
         raise ValidationFailed.of(errors)
     return NewEvent(source, event_type, payload, metadata, idempotency_key)
+
+
+def idempotency_header(value: str | None, event: NewEvent) -> NewEvent:
+    """Apply the ``Idempotency-Key`` header (an alias of ``metadata.idempotency_key``) to ``event``."""
+    if value is None:
+        return event
+    if not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed.of(
+            [_error("header.Idempotency-Key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")]
+        )
+    if event.idempotency_key is not None and event.idempotency_key != value:
+        raise ValidationFailed.of(
+            [_error("header.Idempotency-Key", "Differs from metadata.idempotency_key", "value_error")]
+        )
+    return msgspec.structs.replace(event, idempotency_key=value)
+
+
+def request_hash(event: NewEvent) -> bytes:
+    """What "the same body" means for idempotency: the validated event, independent of JSON whitespace."""
+    parts = (event.source.encode(), event.event_type.encode(), event.payload, event.metadata or b"")
+    return hashlib.sha256(b"\x00".join(parts)).digest()
+
+
+class _Bulk(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[msgspec.Raw]
+
+
+_decode_bulk = msgspec.json.Decoder(_Bulk).decode
+
+
+def parse_bulk(body: bytes, max_items: int) -> list[msgspec.Raw]:
+    """The envelope of a bulk request: ``{"items": [...]}`` with 1..max_items entries, each checked later."""
+    try:
+        items = _decode_bulk(body).items
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed.of([describe_validation_error(exc)]) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed.of(
+            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+        ) from exc
+    if not 1 <= len(items) <= max_items:
+        raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
+    return items

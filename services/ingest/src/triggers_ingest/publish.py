@@ -1,0 +1,127 @@
+"""Accepting events: idempotency claims, one produce batch per request, and what each event's answer is."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
+import msgspec
+from triggers_common.errors import Conflict, ServiceUnavailable, TriggersError
+from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_id
+from triggers_common.runtime import Runtime
+
+from triggers_ingest import store
+from triggers_ingest.validation import NewEvent, request_hash
+
+_JSON_HEADER = b"application/json"
+
+
+class IdempotencyKeyReused(TriggersError):
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "Idempotency key already used with a different request body"
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    event_id: str
+    created_at: str
+    replayed: bool = False
+    """True when this answer repeats an earlier request's (same idempotency key, same body)."""
+
+
+def to_record(
+    event: NewEvent, tenant_id: str, event_id: uuid.UUID, created: datetime
+) -> tuple[EventRecord, list[tuple[str, bytes]]]:
+    """The Kafka record for an accepted event, with CloudEvents binary-mode headers."""
+    created_at = format_timestamp(created)
+    record = EventRecord(
+        event_id=str(event_id),
+        created_at=created_at,
+        source=event.source,
+        event_type=event.event_type,
+        payload=msgspec.Raw(event.payload),
+        metadata=msgspec.Raw(event.metadata) if event.metadata is not None else NULL,
+        tenant_id=tenant_id,
+    )
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", record.event_id.encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.event_type.encode()),
+        ("ce_time", created_at.encode()),
+        ("content-type", _JSON_HEADER),
+    ]
+    return record, headers
+
+
+class Publisher:
+    """Turns validated events into Kafka records, at most one event per idempotency key."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._ttl = timedelta(seconds=rt.settings.idempotency_ttl_s)
+        # A claim older than this, still incomplete, belonged to a request that died or got a 503.
+        self._stale = timedelta(seconds=rt.settings.send_timeout_s + 2.0)
+
+    async def publish(
+        self, tenant_id: str, events: list[NewEvent], traceparent: bytes
+    ) -> list[Accepted | TriggersError]:
+        """Produce every new event in one batch and answer for each; 503 for all if Kafka can't take them."""
+        answers: list[Accepted | TriggersError] = []
+        to_send: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        claimed: list[tuple[str, uuid.UUID]] = []
+        for event in events:
+            event_id, created = new_event_id()
+            if event.idempotency_key is not None:
+                outcome = await self._claim(tenant_id, event, event_id, created)
+                if not isinstance(outcome, tuple):
+                    answers.append(outcome)
+                    continue
+                event_id, created = outcome
+                claimed.append((event.idempotency_key, event_id))
+            record, headers = to_record(event, tenant_id, event_id, created)
+            headers.append(("traceparent", traceparent))
+            to_send.append((tenant_id.encode(), msgspec.json.encode(record), headers))
+            answers.append(Accepted(record.event_id, record.created_at))
+        try:
+            if len(to_send) == 1:
+                key, value, headers = to_send[0]
+                await self._rt.producer.send(self._rt.settings.events_topic, value, key, headers)
+            elif to_send:
+                await self._rt.producer.send_many(self._rt.settings.events_topic, to_send)
+        except ServiceUnavailable:
+            if claimed:  # let the client's retry take these keys over at once, with the same event ids
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await store.release_keys(self._rt.pool, tenant_id, claimed)
+            raise
+        if claimed:
+            await store.complete_keys(self._rt.pool, tenant_id, claimed)
+        return answers
+
+    async def _claim(
+        self, tenant_id: str, event: NewEvent, event_id: uuid.UUID, created: datetime
+    ) -> tuple[uuid.UUID, datetime] | Accepted | TriggersError:
+        """The id to produce under (new or taken over), the earlier answer to repeat, or the error."""
+        assert event.idempotency_key is not None
+        digest = request_hash(event)
+        row = await store.claim_key(
+            self._rt.pool, tenant_id, event.idempotency_key, digest, event_id, created, self._ttl
+        )
+        if row.claimed:
+            return row.event_id, row.created_at
+        if row.request_hash != digest:
+            return IdempotencyKeyReused(details={"idempotency_key": event.idempotency_key})
+        if row.completed_at is not None:
+            return Accepted(str(row.event_id), format_timestamp(row.created_at), replayed=True)
+        in_flight = Conflict(
+            "A request with this idempotency key is in flight",
+            {"idempotency_key": event.idempotency_key, "event_id": str(row.event_id)},
+        )
+        if row.claimed_at > datetime.now(row.claimed_at.tzinfo) - self._stale:
+            return in_flight
+        # Its request died or got a 503: send the very same event id again (consumers dedupe by it).
+        if await store.take_over_key(self._rt.pool, tenant_id, event.idempotency_key, row.claimed_at):
+            return row.event_id, row.created_at
+        return in_flight
