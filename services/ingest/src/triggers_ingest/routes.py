@@ -15,7 +15,17 @@ from triggers_common.http import encode, header, json_response, request_id
 from triggers_common.runtime import Runtime
 
 from triggers_ingest.publish import Accepted, Publisher
-from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, require_json
+from triggers_ingest.validation import (
+    CLOUDEVENTS_JSON,
+    NewEvent,
+    idempotency_header,
+    media_type,
+    parse_binary_cloudevent,
+    parse_bulk,
+    parse_event,
+    parse_structured_cloudevent,
+    require_json,
+)
 
 INGESTED = Counter("triggers_ingest_events_total", "Events accepted (answered 201), replays included")
 INGEST_SECONDS = Histogram(
@@ -71,6 +81,19 @@ def traceparent(scope: Any) -> bytes:
     return f"00-{os.urandom(16).hex()}-{span}-00".encode()
 
 
+def read_event(scope: Any, body: bytes, max_payload_bytes: int) -> NewEvent:
+    """The event of a single-event request: plain JSON, or a CloudEvent in structured or binary mode."""
+    content_type = header(scope, b"content-type")
+    if media_type(content_type) == CLOUDEVENTS_JSON:
+        return parse_structured_cloudevent(body, max_payload_bytes)
+    if header(scope, b"ce-specversion") is not None:
+        if content_type is not None:
+            require_json(content_type)
+        return parse_binary_cloudevent(scope["headers"], body, max_payload_bytes)
+    require_json(content_type)
+    return parse_event(body, max_payload_bytes)
+
+
 def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     settings = rt.settings
     publisher = Publisher(rt)
@@ -79,7 +102,7 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         "/v1/events",
         status_code=201,
         tags=["events"],
-        summary="Ingest one event",
+        summary="Ingest one event (JSON, or a CloudEvent in structured or binary mode)",
         description="201 means durable: the event is in Kafka with acks=all. 503 if the broker cannot take it "
         "within the send timeout. A repeat with the same idempotency key and body answers the original event "
         "with `Idempotent-Replayed: true`.",
@@ -88,8 +111,7 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
-        require_json(header(request.scope, b"content-type"))
-        event = parse_event(await request.body(), settings.max_payload_bytes)
+        event = read_event(request.scope, await request.body(), settings.max_payload_bytes)
         event = idempotency_header(header(request.scope, b"idempotency-key"), event)
         (answer,) = await publisher.publish(principal.tenant_id, [event], traceparent(request.scope))
         if isinstance(answer, TriggersError):

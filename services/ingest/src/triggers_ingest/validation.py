@@ -39,8 +39,7 @@ _MISSING = re.compile(r"^Object missing required field `(.+)`")
 
 
 def require_json(content_type: str | None) -> None:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
+    if media_type(content_type) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
 
 
@@ -181,3 +180,82 @@ def parse_bulk(body: bytes, max_items: int) -> list[msgspec.Raw]:
     if not 1 <= len(items) <= max_items:
         raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
     return items
+
+
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+_CE_CORE = ("specversion", "id", "source", "type")
+_CE_DROPPED = {"data", "data_base64", "datacontenttype", "dataschema"}
+_decode_attributes = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _cloudevent(attributes: dict[str, Any], data: bytes | None, max_payload_bytes: int, at: str) -> NewEvent:
+    """Map a CloudEvent (API.md §3): source←source, event_type←type, payload←data, idempotency_key←id.
+
+    Other attributes (subject, time, extensions) are kept in ``metadata.cloudevents``.
+    """
+    errors: list[dict[str, str]] = []
+    for name in _CE_CORE:
+        value = attributes.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(_error(f"{at}.{name}", "Required non-empty string attribute", "missing"))
+    if not errors and attributes["specversion"] != "1.0":
+        errors.append(_error(f"{at}.specversion", "Only CloudEvents 1.0 is supported", "value_error"))
+    datacontenttype = attributes.get("datacontenttype")
+    if isinstance(datacontenttype, str) and not media_type(datacontenttype).endswith("json"):
+        raise UnsupportedMediaType("CloudEvent data must be JSON", {"datacontenttype": datacontenttype})
+    if errors:
+        raise ValidationFailed.of(errors)
+    extra = {k: v for k, v in attributes.items() if k not in _CE_CORE and k not in _CE_DROPPED}
+    metadata = {"idempotency_key": attributes["id"], **({"cloudevents": extra} if extra else {})}
+    body = msgspec.json.encode(
+        {
+            "source": attributes["source"],
+            "event_type": attributes["type"],
+            "payload": msgspec.Raw(data) if data else None,
+            "metadata": metadata,
+        }
+    )
+    try:
+        return parse_event(body, max_payload_bytes, at)
+    except ValidationFailed as exc:
+        for error in exc.details["validation_errors"]:  # name the CloudEvent attribute, not our field
+            error["field"] = (
+                error["field"].replace(f"{at}.payload", f"{at}.data").replace(f"{at}.event_type", f"{at}.type")
+            )
+        raise
+
+
+def parse_structured_cloudevent(body: bytes, max_payload_bytes: int) -> NewEvent:
+    """``Content-Type: application/cloudevents+json``: the whole event in the body."""
+    try:
+        raw = _decode_attributes(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed.of([describe_validation_error(exc)]) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed.of(
+            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+        ) from exc
+    if "data_base64" in raw:
+        raise UnsupportedMediaType("CloudEvent data must be JSON, not data_base64")
+    attributes = {k: msgspec.json.decode(v) for k, v in raw.items() if k != "data"}
+    data = bytes(raw["data"]) if "data" in raw else None
+    return _cloudevent(attributes, data, max_payload_bytes, "body")
+
+
+def parse_binary_cloudevent(headers: list[tuple[bytes, bytes]], body: bytes, max_payload_bytes: int) -> NewEvent:
+    """Binary mode: attributes in ``ce-*`` headers, the data (JSON) is the body."""
+    attributes: dict[str, Any] = {}
+    for name, value in headers:
+        if name.startswith(b"ce-"):
+            attributes[name[3:].decode("latin-1")] = value.decode("utf-8", "replace")
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed.of(
+            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+        ) from exc
+    return _cloudevent(attributes, body, max_payload_bytes, "header")
