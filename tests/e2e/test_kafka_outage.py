@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import DEV_KEY, ROOT, Server, event, wait_until
+from tests.support import ROOT, Server, event, wait_until
 
 pytestmark = pytest.mark.e2e
 SEND_TIMEOUT_S = 2.0
@@ -60,8 +60,8 @@ async def outage_server(
     server.stop()
 
 
-async def test_kafka_down_gives_503_then_recovers(broker: Broker, outage_server: Server) -> None:
-    async with httpx.AsyncClient(base_url=outage_server.url, headers={"X-API-Key": DEV_KEY}, timeout=30) as c:
+async def test_kafka_down_gives_503_then_recovers(broker: Broker, outage_server: Server, tenant_key: str) -> None:
+    async with httpx.AsyncClient(base_url=outage_server.url, headers={"X-API-Key": tenant_key}, timeout=30) as c:
         before = await c.post("/v1/events", json=event(payload={"phase": "before"}))
         assert before.status_code == 201
 
@@ -102,3 +102,9 @@ async def test_kafka_down_gives_503_then_recovers(broker: Broker, outage_server:
         assert again.headers["idempotent-replayed"] == "true"
         inbox = (await c.get("/v1/inbox", params={"limit": "100"})).json()["events"]
         assert sum(e["payload"] == {"phase": "keyed"} for e in inbox) == 1
+        # what was answered 503 and never retried does not show up later
+        marker = await c.post("/v1/events", json=event(payload={"phase": "marker"}))
+        assert (await c.get(f"/v1/events/{marker.json()['event_id']}")).status_code == 200
+        phases = [e["payload"]["phase"] for e in (await c.get("/v1/inbox", params={"limit": "100"})).json()["events"]]
+        assert "down" not in phases
+        assert phases[0] == "before" and phases[-1] == "marker"

@@ -41,6 +41,7 @@ async def test_event_record_matches_the_contract(
         bootstrap_servers=test_env["TRIGGERS_KAFKA_BOOTSTRAP"],
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed",  # the contract: events are committed in Kafka transactions
     )
     await consumer.start()
     found = []

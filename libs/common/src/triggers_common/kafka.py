@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -240,6 +241,7 @@ class BatchConsumer(Generic[T]):
                 auto_offset_reset="earliest",
                 max_poll_records=self._max_records,
                 fetch_max_wait_ms=50,
+                isolation_level="read_committed",  # events are produced in transactions; refused ones are aborted
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=1_000,
             ),
@@ -324,3 +326,121 @@ class BatchConsumer(Generic[T]):
                 log.warning("%s failed, retrying in %.1fs", what, delay, extra={"group": self.group}, exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+class _Pending:
+    __slots__ = ("deadline", "done", "records")
+
+    def __init__(self, records: Sequence[tuple[bytes | None, bytes, Headers]], deadline: float) -> None:
+        self.records = records
+        self.deadline = deadline
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class TransactionalProducer:
+    """Sends events in Kafka transactions, so a 503 is final: what was refused never becomes visible.
+
+    Requests are grouped: while one transaction commits, the next collects everyone who arrived meanwhile
+    (group commit), so a transaction costs its round trips once per group, not per event. A transaction
+    that cannot commit before its earliest request's deadline is aborted; if the broker is gone, the next
+    producer with the same transactional id aborts it on start-up, and read_committed consumers never see it.
+    """
+
+    def __init__(self, settings: Settings, topic: str, name: str) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._transactional_id = f"{settings.consumer_group_prefix}-{name}-{uuid.uuid4().hex[:12]}"
+        self._producer: AIOKafkaProducer | None = None
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        s = self._settings
+        return AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=self._transactional_id,
+            transaction_timeout_ms=max(int(s.send_timeout_s * 2000), 10_000),
+            linger_ms=s.producer_linger_ms,
+            max_batch_size=256 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            compression_type="lz4",
+            partitioner=_cached_partitioner,
+            request_timeout_ms=max(int(s.send_timeout_s * 1000), 1000),
+        )
+
+    async def start(self) -> None:
+        self._producer = await _connect(self._new_producer, 60.0)
+        self._task = asyncio.create_task(self._commit_loop(), name="kafka-transactions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), 5)
+
+    async def send_many(self, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
+        """Return once ``records`` are committed; raise :class:`ServiceUnavailable` if they never will be."""
+        started = time.perf_counter()
+        pending = _Pending(records, time.monotonic() + self._settings.send_timeout_s)
+        self._queue.append(pending)
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self._settings.send_timeout_s + 2.0):  # backstop; the loop answers first
+                await asyncio.shield(pending.done)
+        except TimeoutError as exc:
+            raise Producer._unavailable(self._topic, exc) from exc
+        PRODUCE_SECONDS.observe(time.perf_counter() - started)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            group, self._queue = self._queue, []
+            if group:
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        deadline = min(p.deadline for p in group)
+        try:
+            if self._producer is None:
+                self._producer = await _connect(self._new_producer, max(0.0, deadline - time.monotonic()))
+            producer = self._producer
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await producer.begin_transaction()
+                futures = [
+                    await producer.send(self._topic, value, key=key, headers=headers)
+                    for p in group
+                    for key, value, headers in p.records
+                ]
+                await asyncio.gather(*futures)
+                await producer.commit_transaction()
+        except (TimeoutError, KafkaError, OSError) as exc:
+            error = Producer._unavailable(self._topic, exc)
+            await self._discard_producer()
+            for p in group:
+                if not p.done.done():
+                    p.done.set_exception(error)
+                    p.done.exception()
+            return
+        for p in group:
+            if not p.done.done():
+                p.done.set_result(None)
+
+    async def _discard_producer(self) -> None:
+        """After a failed transaction: drop the producer. Its successor (same transactional id) aborts the
+        unfinished transaction when it initialises, once the broker is reachable again."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        # Stop its sender first: left running, it could finish the refused transaction once the broker is back.
+        sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        if sender_task is not None:
+            sender_task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 1.0)

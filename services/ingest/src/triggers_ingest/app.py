@@ -7,8 +7,16 @@ from importlib.resources import files
 from triggers_common.http import Component
 from triggers_common.runtime import Runtime
 
+from triggers_ingest.publish import Publisher
 from triggers_ingest.routes import build_routes
 
 
 def create_component(rt: Runtime) -> Component:
-    return Component(name="ingest", routes=build_routes(rt), migrations=files("triggers_ingest") / "migrations")
+    publisher = Publisher(rt)
+    return Component(
+        name="ingest",
+        routes=build_routes(rt, publisher),
+        migrations=files("triggers_ingest") / "migrations",
+        start=publisher.producer.start,
+        stop=publisher.producer.stop,
+    )

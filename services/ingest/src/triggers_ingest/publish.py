@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 from triggers_common.errors import Conflict, ServiceUnavailable, TriggersError
+from triggers_common.kafka import TransactionalProducer
 from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_id
 from triggers_common.runtime import Runtime
 
@@ -61,6 +62,7 @@ class Publisher:
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
+        self.producer = TransactionalProducer(rt.settings, rt.settings.events_topic, "ingest")
         self._ttl = timedelta(seconds=rt.settings.idempotency_ttl_s)
         # A claim older than this, still incomplete, belonged to a request that died or got a 503.
         self._stale = timedelta(seconds=rt.settings.send_timeout_s + 2.0)
@@ -86,11 +88,8 @@ class Publisher:
             to_send.append((tenant_id.encode(), msgspec.json.encode(record), headers))
             answers.append(Accepted(record.event_id, record.created_at))
         try:
-            if len(to_send) == 1:
-                key, value, headers = to_send[0]
-                await self._rt.producer.send(self._rt.settings.events_topic, value, key, headers)
-            elif to_send:
-                await self._rt.producer.send_many(self._rt.settings.events_topic, to_send)
+            if to_send:
+                await self.producer.send_many(to_send)
         except ServiceUnavailable:
             if claimed:  # let the client's retry take these keys over at once, with the same event ids
                 with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

@@ -94,9 +94,8 @@ def read_event(scope: Any, body: bytes, max_payload_bytes: int) -> NewEvent:
     return parse_event(body, max_payload_bytes)
 
 
-def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
+def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHandler]:
     settings = rt.settings
-    publisher = Publisher(rt)
 
     @post(
         "/v1/events",
