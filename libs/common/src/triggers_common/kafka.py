@@ -337,31 +337,39 @@ class _Pending:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
+class _Lane:
+    """One transactional producer; lanes commit side by side, so a commit's round trips overlap others."""
+
+    def __init__(self, transactional_id: str) -> None:
+        self.transactional_id = transactional_id
+        self.producer: AIOKafkaProducer | None = None
+
+
 class TransactionalProducer:
     """Sends events in Kafka transactions, so a 503 is final: what was refused never becomes visible.
 
-    Requests are grouped: while one transaction commits, the next collects everyone who arrived meanwhile
-    (group commit), so a transaction costs its round trips once per group, not per event. A transaction
-    that cannot commit before its earliest request's deadline is aborted; if the broker is gone, the next
-    producer with the same transactional id aborts it on start-up, and read_committed consumers never see it.
+    Requests are grouped: a lane that is free takes everyone waiting into one transaction (group commit),
+    and while it commits the next lane collects the requests that arrive meanwhile. A transaction that
+    cannot commit before its earliest request's deadline is aborted; if the broker is gone, the lane's next
+    producer (same transactional id) aborts it on start-up, and read_committed consumers never see it.
     """
 
-    def __init__(self, settings: Settings, topic: str, name: str) -> None:
+    def __init__(self, settings: Settings, topic: str, name: str, lanes: int = 3) -> None:
         self._settings = settings
         self._topic = topic
-        self._transactional_id = f"{settings.consumer_group_prefix}-{name}-{uuid.uuid4().hex[:12]}"
-        self._producer: AIOKafkaProducer | None = None
+        instance = uuid.uuid4().hex[:12]
+        self._lanes = [_Lane(f"{settings.consumer_group_prefix}-{name}-{instance}-{i}") for i in range(lanes)]
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def _new_producer(self) -> AIOKafkaProducer:
+    def _new_producer(self, lane: _Lane) -> AIOKafkaProducer:
         s = self._settings
         return AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
-            transactional_id=self._transactional_id,
+            transactional_id=lane.transactional_id,
             transaction_timeout_ms=max(int(s.send_timeout_s * 2000), 10_000),
             linger_ms=s.producer_linger_ms,
             max_batch_size=256 * 1024,
@@ -372,17 +380,19 @@ class TransactionalProducer:
         )
 
     async def start(self) -> None:
-        self._producer = await _connect(self._new_producer, 60.0)
-        self._task = asyncio.create_task(self._commit_loop(), name="kafka-transactions")
+        for lane in self._lanes:
+            lane.producer = await _connect(lambda lane=lane: self._new_producer(lane), 60.0)  # type: ignore[misc]
+            self._tasks.append(asyncio.create_task(self._lane_loop(lane), name=f"kafka-{lane.transactional_id}"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(), 5)
+                await task
+        for lane in self._lanes:
+            if lane.producer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(lane.producer.stop(), 5)
 
     async def send_many(self, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
         """Return once ``records`` are committed; raise :class:`ServiceUnavailable` if they never will be."""
@@ -391,26 +401,28 @@ class TransactionalProducer:
         self._queue.append(pending)
         self._wakeup.set()
         try:
-            async with asyncio.timeout(self._settings.send_timeout_s + 2.0):  # backstop; the loop answers first
+            async with asyncio.timeout(self._settings.send_timeout_s + 2.0):  # backstop; a lane answers first
                 await asyncio.shield(pending.done)
         except TimeoutError as exc:
             raise Producer._unavailable(self._topic, exc) from exc
         PRODUCE_SECONDS.observe(time.perf_counter() - started)
 
-    async def _commit_loop(self) -> None:
+    async def _lane_loop(self, lane: _Lane) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
             group, self._queue = self._queue, []
-            if group:
-                await self._commit(group)
+            await self._commit(lane, group)
 
-    async def _commit(self, group: list[_Pending]) -> None:
+    async def _commit(self, lane: _Lane, group: list[_Pending]) -> None:
         deadline = min(p.deadline for p in group)
         try:
-            if self._producer is None:
-                self._producer = await _connect(self._new_producer, max(0.0, deadline - time.monotonic()))
-            producer = self._producer
+            if lane.producer is None:
+                remaining = max(0.0, deadline - time.monotonic())
+                lane.producer = await _connect(lambda: self._new_producer(lane), remaining)
+            producer = lane.producer
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await producer.begin_transaction()
                 futures = [
@@ -422,7 +434,7 @@ class TransactionalProducer:
                 await producer.commit_transaction()
         except (TimeoutError, KafkaError, OSError) as exc:
             error = Producer._unavailable(self._topic, exc)
-            await self._discard_producer()
+            await self._discard_producer(lane)
             for p in group:
                 if not p.done.done():
                     p.done.set_exception(error)
@@ -432,10 +444,11 @@ class TransactionalProducer:
             if not p.done.done():
                 p.done.set_result(None)
 
-    async def _discard_producer(self) -> None:
-        """After a failed transaction: drop the producer. Its successor (same transactional id) aborts the
-        unfinished transaction when it initialises, once the broker is reachable again."""
-        producer, self._producer = self._producer, None
+    @staticmethod
+    async def _discard_producer(lane: _Lane) -> None:
+        """After a failed transaction: drop the lane's producer. Its successor (same transactional id) aborts
+        the unfinished transaction when it initialises, once the broker is reachable again."""
+        producer, lane.producer = lane.producer, None
         if producer is None:
             return
         # Stop its sender first: left running, it could finish the refused transaction once the broker is back.
