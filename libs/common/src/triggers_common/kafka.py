@@ -371,7 +371,10 @@ class TransactionalProducer:
             enable_idempotence=True,
             transactional_id=lane.transactional_id,
             transaction_timeout_ms=max(int(s.send_timeout_s * 2000), 10_000),
-            linger_ms=s.producer_linger_ms,
+            # A new transaction's partitions are refused (CONCURRENT_TRANSACTIONS) until the previous commit's
+            # markers are written, a few ms; the default 100 ms backoff would put that on every request.
+            retry_backoff_ms=5,
+            linger_ms=0,  # the group is the batch: it is flushed whole, then committed
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
             compression_type="lz4",
