@@ -182,3 +182,46 @@ async def test_bad_input_changes_nothing(server_url: str, tenant_key: str) -> No
         assert (await c.get(f"/v1/events/{marker.json()['event_id']}")).status_code == 200
         inbox = (await c.get("/v1/inbox")).json()["events"]
         assert [e["payload"] for e in inbox] == [{"marker": True}]
+
+
+async def test_nesting_utf8_and_header_limits(client: httpx.AsyncClient) -> None:
+    deep = event(payload={"a": 1})
+    nested: object = 1
+    for _ in range(70):
+        nested = [nested]
+    deep["payload"] = {"deep": nested}
+    too_deep = assert_envelope(await client.post("/v1/events", json=deep), 400, "VALIDATION_ERROR")
+    assert fields(too_deep) == {"body.payload": "value_error"}
+    bomb = b'{"source":"s","event_type":"t","payload":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    assert_envelope(await client.post("/v1/events", content=bomb, headers=JSON), 400, "VALIDATION_ERROR")
+
+    bad_utf8 = b'{"source":"s","event_type":"t","payload":{"a":"\xff\xfe"}}'
+    error = assert_envelope(await client.post("/v1/events", content=bad_utf8, headers=JSON), 400, "VALIDATION_ERROR")
+    assert fields(error) == {"body": "json_invalid"}
+    nul = event(metadata={"note": "\u0000"})
+    assert fields(assert_envelope(await client.post("/v1/events", json=nul), 400, "VALIDATION_ERROR")) == {
+        "body.metadata": "value_error"
+    }
+
+    huge_header = await client.get("/v1/inbox", headers={"X-Padding": "p" * 20_000})
+    error = assert_envelope(huge_header, 400, "VALIDATION_ERROR")
+    assert error["details"]["limit_bytes"] == 16_384
+    long_key = await client.post("/v1/events", json=event(), headers={"Idempotency-Key": "k" * 256})
+    assert fields(assert_envelope(long_key, 400, "VALIDATION_ERROR")) == {"header.Idempotency-Key": "value_error"}
+
+
+async def test_revoked_key_stops_working(client: httpx.AsyncClient, pool: object) -> None:
+    from triggers_common.auth import create_key
+
+    from tests.support import wait_until
+
+    async with pool.acquire() as conn:  # type: ignore[attr-defined]
+        created = await create_key(conn, f"revoke-{uuid.uuid4().hex[:8]}")
+    auth = {"X-API-Key": created.key}
+    assert (await client.get("/v1/inbox", headers=auth)).status_code == 200
+    await pool.execute("UPDATE api_keys SET status = 'revoked' WHERE key_id = $1", created.key_id)  # type: ignore[attr-defined]
+
+    async def refused() -> bool:
+        return (await client.get("/v1/inbox", headers=auth)).status_code == 401
+
+    await wait_until(refused, timeout=10, interval=0.2, what="the revoked key to be refused")

@@ -137,7 +137,17 @@ async def test_poison_records_go_to_the_dead_letter_topic(
     tenant = f"poison-{uuid.uuid4().hex[:6]}"
     good_before, before = record(tenant, 1)
     good_after, after = record(tenant, 2)
-    poison = [b"not json", b'{"event_id": "x"}', msgspec.json.encode({"tenant_id": tenant, "payload": []})]
+    _, nul_metadata = record(tenant, 3)
+    nul_metadata = nul_metadata.replace(b'"metadata":null', b'"metadata":{"k":"\\u0000"}')
+    _, bad_utf8 = record(tenant, 4)
+    bad_utf8 = bad_utf8.replace(b'"pad":"x', b'"pad":"\xff\xfe')
+    poison = [
+        b"not json",
+        b'{"event_id": "x"}',
+        msgspec.json.encode({"tenant_id": tenant, "payload": []}),
+        nul_metadata,  # decodes fine, but Postgres refuses it: it must not block the partition
+        bad_utf8,
+    ]
     key = tenant.encode()
     await produce(isolated_env, [(key, before), *((key, p) for p in poison), (key, after)])
 
@@ -163,13 +173,13 @@ async def test_poison_records_go_to_the_dead_letter_topic(
     try:
         dead: list[tuple[bytes, dict[str, bytes]]] = []
 
-        async def three_dead() -> bool:
+        async def all_dead() -> bool:
             batch = await consumer.getmany(timeout_ms=500)
             dead.extend((m.value, dict(m.headers)) for msgs in batch.values() for m in msgs)
-            return len(dead) >= 3
+            return len(dead) >= len(poison)
 
-        await wait_until(three_dead, timeout=30, what="three dead-lettered records")
+        await wait_until(all_dead, timeout=30, what="every poison record dead-lettered")
     finally:
         await consumer.stop()
-    assert [value for value, _ in dead] == poison
+    assert sorted(value for value, _ in dead) == sorted(poison)
     assert all(headers["error"] and headers["source_topic"] for _, headers in dead)

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request
 
 from triggers_common.auth import KeyCache, Principal
-from triggers_common.errors import Forbidden, TriggersError
+from triggers_common.errors import Forbidden, TriggersError, ValidationFailed
 from triggers_common.http import RATE_LIMIT_HEADERS, api_key, header
 from triggers_common.ratelimit import RateLimiter
 from triggers_common.settings import Settings
@@ -60,8 +60,13 @@ class Access:
         self._trusted = parse_networks(settings.trusted_proxies)
 
     async def check(self, request: Request[Any, Any, Any], scope: str) -> Principal:
-        principal = await self._keys.authenticate(api_key(request))
         raw = request.scope
+        size = sum(len(name) + len(value) for name, value in raw["headers"])
+        if size > self._settings.max_header_bytes:
+            raise ValidationFailed(
+                "Request headers too large", {"limit_bytes": self._settings.max_header_bytes, "actual_bytes": size}
+            )
+        principal = await self._keys.authenticate(api_key(request))
         if principal.allowed_ips is not None:
             ip = client_ip(raw, self._trusted)
             if ip is None or not any(ip in net for net in principal.allowed_ips):

@@ -24,6 +24,8 @@ from triggers_common.settings import Settings
 log = logging.getLogger("triggers.kafka")
 T = TypeVar("T")
 Headers = list[tuple[str, bytes]]
+Rejected = list[tuple[ConsumerRecord[Any, Any], str]]
+"""Records a handler refused for good (e.g. data its database rejects), each with the reason."""
 
 PRODUCE_SECONDS = Histogram(
     "triggers_kafka_produce_seconds",
@@ -202,8 +204,8 @@ class BatchConsumer(Generic[T]):
 
     ``handle`` receives the decoded records of a batch and must be idempotent. Offsets are committed only
     after it returned. When it raises (e.g. Postgres is down) the same batch is retried with backoff and
-    nothing is committed. Records that ``decode`` rejects go to the dead-letter topic with the error in the
-    ``error`` header and never block their partition.
+    nothing is committed. Records that ``decode`` rejects, and those ``handle`` returns as rejected, go to
+    the dead-letter topic with the error in the ``error`` header and never block their partition.
     """
 
     def __init__(
@@ -214,7 +216,7 @@ class BatchConsumer(Generic[T]):
         group: str,
         topic: str,
         decode: Callable[[bytes], T],
-        handle: Callable[[list[tuple[ConsumerRecord[Any, Any], T]]], Awaitable[None]],
+        handle: Callable[[list[tuple[ConsumerRecord[Any, Any], T]]], Awaitable[Rejected]],
         max_records: int = 1000,
     ) -> None:
         self.group = group
@@ -281,9 +283,16 @@ class BatchConsumer(Generic[T]):
                     good.append((record, self._decode(record.value)))
                 except Exception as exc:
                     poison.append((record, f"{type(exc).__name__}: {exc}"))
-        await self._retrying(lambda: self._deadletter(poison), "dead-letter") if poison else None
         if good:
-            await self._retrying(lambda: self._handle(good), "handle")
+            rejected: Rejected = []
+
+            async def handle() -> None:
+                rejected[:] = await self._handle(good)
+
+            await self._retrying(handle, "handle")
+            poison.extend(rejected)
+        if poison:
+            await self._retrying(lambda: self._deadletter(poison), "dead-letter")
         assert self._consumer is not None
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         try:

@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     max_payload_bytes: int = 409_600
     """Largest encoded ``payload`` of one event."""
+    max_header_bytes: int = 16 * 1024
+    """Largest total size of request headers on authenticated routes (400 above)."""
     max_body_bytes: int = 10 * 1024 * 1024
     """Largest request body any route accepts."""
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 import msgspec
 from aiokafka.structs import ConsumerRecord
-from triggers_common.kafka import BatchConsumer
+from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import PRIORITIES, event_record_decoder, parse_timestamp
 from triggers_common.runtime import Runtime
 
@@ -41,9 +42,25 @@ def decode_event(value: bytes) -> NewRow:
 
 
 def create_consumer(rt: Runtime) -> BatchConsumer[NewRow]:
-    async def persist(batch: list[tuple[ConsumerRecord[Any, Any], NewRow]]) -> None:
-        async with rt.pool.acquire() as conn, conn.transaction():
-            await insert_events(conn, [row for _, row in batch])
+    async def persist(batch: list[tuple[ConsumerRecord[Any, Any], NewRow]]) -> Rejected:
+        try:
+            async with rt.pool.acquire() as conn, conn.transaction():
+                await insert_events(conn, [row for _, row in batch])
+            return []
+        except asyncpg.DataError:
+            return await persist_one_by_one(batch)
+
+    async def persist_one_by_one(batch: list[tuple[ConsumerRecord[Any, Any], NewRow]]) -> Rejected:
+        """A row Postgres refuses as data must not hold back the rest: find it, and hand it back."""
+        rejected: Rejected = []
+        async with rt.pool.acquire() as conn:
+            for record, row in batch:
+                try:
+                    async with conn.transaction():
+                        await insert_events(conn, [row])
+                except asyncpg.DataError as exc:
+                    rejected.append((record, f"{type(exc).__name__}: {exc}"))
+        return rejected
 
     return BatchConsumer(
         rt.settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from typing import Any
 
@@ -12,6 +13,8 @@ from triggers_common.models import PRIORITIES
 
 MAX_NAME = 100
 MAX_IDEMPOTENCY_KEY = 255
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects in ``payload`` or ``metadata``."""
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,6 +44,27 @@ _MISSING = re.compile(r"^Object missing required field `(.+)`")
 def require_json(content_type: str | None) -> None:
     if media_type(content_type) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
+
+
+def _malformed(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return f"JSON nested deeper than {MAX_DEPTH} levels"
+    if isinstance(exc, UnicodeDecodeError):
+        return "Body is not valid UTF-8"
+    return f"Malformed JSON: {exc}"
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(document: bytes) -> int:
+    """How deeply arrays and objects nest in a valid JSON document (brackets inside strings don't count)."""
+    if document.count(b"[") + document.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan
+    brackets = _STRING.sub(b"", document).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(_DEPTH_STEP[b] for b in brackets))
 
 
 def _error(field: str, message: str, kind: str) -> dict[str, str]:
@@ -104,12 +128,13 @@ def parse_event(body: bytes, max_payload_bytes: int, at: str = "body") -> NewEve
     ``at`` is where the event sits in the request, for error fields (``body.items.3`` in a bulk request).
     """
     try:
+        body.decode()  # msgspec lets invalid UTF-8 through inside raw values; Postgres would not
         parsed = _decode_body(body)
     except msgspec.ValidationError as exc:
         raise ValidationFailed.of([describe_validation_error(exc, at)]) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationFailed.of(
-            [_error(at, f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+            [_error(at, _malformed(exc), "json_invalid")], "Request body is not valid JSON"
         ) from exc
 
     errors: list[dict[str, str]] = []
@@ -124,6 +149,8 @@ def parse_event(body: bytes, max_payload_bytes: int, at: str = "body") -> NewEve
         )
     if payload[:1] != b"{":
         errors.append(_error(f"{at}.payload", "Expected 'object'", "type_error"))
+    elif json_depth(payload) > MAX_DEPTH:
+        errors.append(_error(f"{at}.payload", f"Nested deeper than {MAX_DEPTH} levels", "value_error"))
     elif payload == b"{}":
         errors.append(_error(f"{at}.payload", "Must not be empty", "value_error"))
 
@@ -132,6 +159,10 @@ def parse_event(body: bytes, max_payload_bytes: int, at: str = "body") -> NewEve
     compact = msgspec.json.format(parsed.metadata, indent=-1)
     if compact != b"null":
         metadata = compact
+        if b"\\u0000" in metadata:  # jsonb (where metadata is queried) cannot hold NUL characters
+            errors.append(_error(f"{at}.metadata", "Must not contain \\u0000", "value_error"))
+        if json_depth(metadata) > MAX_DEPTH:
+            errors.append(_error(f"{at}.metadata", f"Nested deeper than {MAX_DEPTH} levels", "value_error"))
         idempotency_key = _metadata(metadata, errors, at)
 
     if errors:
@@ -170,12 +201,13 @@ _decode_bulk = msgspec.json.Decoder(_Bulk).decode
 def parse_bulk(body: bytes, max_items: int) -> list[msgspec.Raw]:
     """The envelope of a bulk request: ``{"items": [...]}`` with 1..max_items entries, each checked later."""
     try:
+        body.decode()
         items = _decode_bulk(body).items
     except msgspec.ValidationError as exc:
         raise ValidationFailed.of([describe_validation_error(exc)]) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationFailed.of(
-            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+            [_error("body", _malformed(exc), "json_invalid")], "Request body is not valid JSON"
         ) from exc
     if not 1 <= len(items) <= max_items:
         raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
@@ -235,9 +267,9 @@ def parse_structured_cloudevent(body: bytes, max_payload_bytes: int) -> NewEvent
         raw = _decode_attributes(body)
     except msgspec.ValidationError as exc:
         raise ValidationFailed.of([describe_validation_error(exc)]) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationFailed.of(
-            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+            [_error("body", _malformed(exc), "json_invalid")], "Request body is not valid JSON"
         ) from exc
     if "data_base64" in raw:
         raise UnsupportedMediaType("CloudEvent data must be JSON, not data_base64")
@@ -254,8 +286,8 @@ def parse_binary_cloudevent(headers: list[tuple[bytes, bytes]], body: bytes, max
             attributes[name[3:].decode("latin-1")] = value.decode("utf-8", "replace")
     try:
         msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationFailed.of(
-            [_error("body", f"Malformed JSON: {exc}", "json_invalid")], "Request body is not valid JSON"
+            [_error("body", _malformed(exc), "json_invalid")], "Request body is not valid JSON"
         ) from exc
     return _cloudevent(attributes, body, max_payload_bytes, "header")
