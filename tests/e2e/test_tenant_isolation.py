@@ -58,3 +58,14 @@ async def test_key_without_read_scope_cannot_read(client: httpx.AsyncClient, poo
     assert (await client.post("/v1/events", json=event(), headers={"X-API-Key": writer})).status_code == 201
     denied = await client.get("/v1/inbox", headers={"X-API-Key": writer})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "FORBIDDEN"
+
+
+async def test_key_without_write_scope_cannot_ingest(client: httpx.AsyncClient, pool: object) -> None:
+    from triggers_common.auth import create_key
+
+    async with pool.acquire() as conn:  # type: ignore[attr-defined]
+        reader = (await create_key(conn, "reader-co", scopes=["events:read"])).key
+    for path, body in (("/v1/events", event()), ("/v1/events/bulk", {"items": [event()]})):
+        denied = await client.post(path, json=body, headers={"X-API-Key": reader})
+        assert denied.status_code == 403 and denied.json()["error"]["details"] == {"required_scope": "events:write"}
+    assert (await client.get("/v1/inbox", headers={"X-API-Key": reader})).status_code == 200

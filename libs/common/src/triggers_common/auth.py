@@ -23,6 +23,7 @@ log = logging.getLogger("triggers.auth")
 SCOPES = ("events:write", "events:read", "webhooks", "analytics", "admin")
 DEFAULT_SCOPES = ("events:write", "events:read", "webhooks", "analytics")
 DEV_KEY_ID = "key_dev"
+DEV_RATE_LIMIT = 1_000_000
 _NEGATIVE_TTL_S = 1.0
 _MAX_CACHED_KEYS = 100_000
 
@@ -112,15 +113,19 @@ async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
     """The dev key exists (for tenant ``dev``) in dev mode, and is revoked whenever dev mode is off."""
     if dev_mode:
         async with conn.transaction():
-            await conn.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", DEV_TENANT)
+            # Limits high enough that local tools and test suites never trip them; keys made for testing
+            # limits are created with their own.
+            await set_tenant_rate_limit(conn, DEV_TENANT, DEV_RATE_LIMIT)
             await conn.execute(
-                """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes)
-                   VALUES ($1, $2, $3, 'development key', $4)
-                   ON CONFLICT (key_id) DO UPDATE SET status = 'active', revoked_at = NULL""",
+                """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit)
+                   VALUES ($1, $2, $3, 'development key', $4, $5)
+                   ON CONFLICT (key_id) DO UPDATE SET status = 'active', revoked_at = NULL,
+                                                      rate_limit = EXCLUDED.rate_limit""",
                 DEV_KEY_ID,
                 DEV_TENANT,
                 hash_key(DEV_API_KEY),
                 list(SCOPES),
+                DEV_RATE_LIMIT,
             )
     else:
         await conn.execute(

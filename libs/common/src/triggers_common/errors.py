@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
+import msgspec
+
 
 class TriggersError(Exception):
     """Base of every error that reaches a client. Subclasses fix the status and the code."""
@@ -92,3 +94,14 @@ class ServiceUnavailable(TriggersError):
 
     def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: ErrorBody

@@ -21,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from triggers_common.errors import (
+    ErrorBody,
+    ErrorEnvelope,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -101,17 +103,6 @@ async def _add_request_id(message: Message, scope: Scope) -> None:
                 (k.lower().encode(), v.encode()) for k, v in limits.items() if k.lower().encode() not in present
             )
         message["headers"] = headers
-
-
-class ErrorBody(msgspec.Struct):
-    code: str
-    message: str
-    details: dict[str, Any]
-    request_id: str
-
-
-class ErrorEnvelope(msgspec.Struct):
-    error: ErrorBody
 
 
 def _as_triggers_error(request: Request[Any, Any, Any], exc: Exception) -> TriggersError:
@@ -196,11 +187,38 @@ def health_routes(
     async def metrics() -> Response[bytes]:
         return Response(content=generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
+    document: bytes | None = None
+
     @get("/openapi.json", tags=["health"], summary="OpenAPI document", include_in_schema=False)
     async def openapi(request: Request[Any, Any, Any]) -> Response[bytes]:
-        return json_response(encode(request.app.openapi_schema.to_schema()))
+        nonlocal document
+        if document is None:
+            from triggers_common.openapi import enrich
 
-    return [health, live, ready, metrics, openapi]
+            docs = [
+                (method.lower(), route.path, handler.opt["doc"])
+                for route in request.app.routes
+                for handler in getattr(route, "route_handlers", ())
+                if "doc" in handler.opt
+                for method in handler.http_methods
+            ]
+            document = encode(enrich(request.app.openapi_schema.to_schema(), docs))
+        return json_response(document)
+
+    @get("/docs", tags=["health"], summary="API documentation (Swagger UI)", include_in_schema=False)
+    async def docs() -> Response[bytes]:
+        return Response(content=_SWAGGER_PAGE, media_type="text/html")
+
+    return [health, live, ready, metrics, openapi, docs]
+
+
+_SWAGGER_PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Triggers API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
 
 
 CORS = CORSConfig(
@@ -249,7 +267,7 @@ def build_app(
         openapi_config=OpenAPIConfig(
             title="Triggers API",
             version=settings.version,
-            path="/docs",
+            path="/_litestar/openapi",  # the enriched document is /openapi.json, shown at /docs
             render_plugins=[SwaggerRenderPlugin(path="/")],
         ),
         logging_config=None,

@@ -15,6 +15,7 @@ from triggers_common.auth import Principal
 from triggers_common.errors import Conflict, InvalidParameter, NotFound
 from triggers_common.http import encode, json_response, request_id
 from triggers_common.models import format_timestamp, utc_now, uuid7_time
+from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
 from triggers_inbox import store
@@ -68,6 +69,14 @@ class Deleted(msgspec.Struct):
     event_id: str
     message: str
     request_id: str
+
+
+INBOX_QUERY = (
+    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1, "maximum": 100}),
+    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+    Param("source", "query", "Only events from this source", {"type": "string", "minLength": 1, "maxLength": 100}),
+    Param("event_type", "query", "Only events of this type", {"type": "string", "minLength": 1, "maxLength": 100}),
+)
 
 
 def _out(row: EventRow) -> EventOut:
@@ -145,7 +154,12 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     def not_found(event_id: uuid.UUID) -> NotFound:
         return NotFound(f"Event {event_id} not found", {"event_id": str(event_id)})
 
-    @get("/v1/inbox", tags=["inbox"], summary="Pending events of the caller's tenant, oldest first")
+    @get(
+        "/v1/inbox",
+        tags=["inbox"],
+        summary="Pending events of the caller's tenant, oldest first",
+        opt={"doc": Doc(params=INBOX_QUERY, response=InboxPage, errors=(422,))},
+    )
     async def list_inbox(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
         params = request.query_params
@@ -167,7 +181,12 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         )
         return json_response(encode(page))
 
-    @get("/v1/events/{event_id:str}", tags=["events"], summary="One event of the caller's tenant")
+    @get(
+        "/v1/events/{event_id:str}",
+        tags=["events"],
+        summary="One event of the caller's tenant",
+        opt={"doc": Doc(response=EventResponse, errors=(404, 422))},
+    )
     async def get_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
         eid = parse_event_id(event_id)
@@ -178,7 +197,13 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         body = EventResponse(**msgspec.structs.asdict(out), request_id=request_id(request))
         return json_response(encode(body))
 
-    @post("/v1/events/{event_id:str}/ack", status_code=200, tags=["events"], summary="Acknowledge an event")
+    @post(
+        "/v1/events/{event_id:str}/ack",
+        status_code=200,
+        tags=["events"],
+        summary="Acknowledge an event (409 if it already is)",
+        opt={"doc": Doc(response=Acked, errors=(404, 409, 422))},
+    )
     async def ack_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
         eid = parse_event_id(event_id)
@@ -211,7 +236,13 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         )
         return json_response(encode(body))
 
-    @delete("/v1/events/{event_id:str}", status_code=200, tags=["events"], summary="Delete an event (idempotent)")
+    @delete(
+        "/v1/events/{event_id:str}",
+        status_code=200,
+        tags=["events"],
+        summary="Delete an event (idempotent: 200 for unknown ids too)",
+        opt={"doc": Doc(response=Deleted, errors=(422,))},
+    )
     async def delete_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
         eid = parse_event_id(event_id)

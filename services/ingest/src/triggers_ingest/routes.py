@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, post
@@ -12,6 +12,7 @@ from litestar.types import ControllerRouterHandler
 from prometheus_client import Counter, Histogram
 from triggers_common.errors import PayloadTooLarge, TriggersError, ValidationFailed
 from triggers_common.http import encode, header, json_response, request_id
+from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
 from triggers_ingest.publish import Accepted, Publisher
@@ -72,6 +73,53 @@ class BulkBody(msgspec.Struct):
     request_id: str
 
 
+class MetadataIn(msgspec.Struct):
+    """Free-form; these keys have a meaning."""
+
+    priority: Literal["low", "normal", "high"] = "normal"
+    correlation_id: str | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S")]
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One event. ``payload`` is any non-empty JSON object (≤ 400 KiB encoded, nested ≤ 64 levels)."""
+
+    source: Name
+    event_type: Name
+    payload: Annotated[dict[str, Any], msgspec.Meta(min_length=1)]
+    metadata: MetadataIn | None = None
+
+
+class BulkIn(msgspec.Struct, forbid_unknown_fields=True):
+    items: Annotated[list[EventIn], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+EXAMPLE_EVENT = {
+    "source": "shop",
+    "event_type": "order.created",
+    "payload": {"order_id": "ord_42", "total": 19.99},
+    "metadata": {"priority": "high", "idempotency_key": "order-42-created"},
+}
+EXAMPLE_ACCEPTED = {
+    "event_id": "019ab5d0-7c1e-7a35-b6f4-3c2d8e1f0a9b",
+    "created_at": "2026-11-25T18:38:51.123456Z",
+    "status": "pending",
+    "message": "Event ingested successfully",
+    "request_id": "5f0c6d8e-2a41-4a0e-9a57-0b8f3f7c2d11",
+}
+INGEST_HEADERS = (
+    Param("Idempotency-Key", "header", "Alias of metadata.idempotency_key (≤ 255 chars); 24 h per tenant"),
+    Param("traceparent", "header", "W3C trace context; carried into the Kafka record"),
+)
+CLOUDEVENT_HEADERS = tuple(
+    Param(f"ce-{name}", "header", f"CloudEvents binary mode: the event's {name}")
+    for name in ("specversion", "id", "source", "type")
+)
+
+
 def traceparent(scope: Any) -> bytes:
     """W3C trace context for the Kafka record: the caller's trace continues, or a new one starts."""
     incoming = header(scope, b"traceparent")
@@ -106,6 +154,18 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         "within the send timeout. A repeat with the same idempotency key and body answers the original event "
         "with `Idempotent-Replayed: true`.",
         request_max_body_size=settings.max_payload_bytes + 64 * 1024,
+        opt={
+            "doc": Doc(
+                body=EventIn,
+                body_example=EXAMPLE_EVENT,
+                body_media=("application/json", "application/cloudevents+json"),
+                params=INGEST_HEADERS + CLOUDEVENT_HEADERS,
+                response=AcceptedBody,
+                response_example=EXAMPLE_ACCEPTED,
+                status=201,
+                errors=(400, 409, 413, 415, 422),
+            )
+        },
     )
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
@@ -131,6 +191,16 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         "`failed` with their index. All accepted items go to Kafka in one batch; 201 once every one is acked, "
         "503 (and nothing accepted) if the broker cannot take them.",
         request_max_body_size=settings.max_body_bytes,
+        opt={
+            "doc": Doc(
+                body=BulkIn,
+                body_example={"items": [EXAMPLE_EVENT, {**EXAMPLE_EVENT, "metadata": None}]},
+                params=(INGEST_HEADERS[1],),
+                response=BulkBody,
+                status=201,
+                errors=(400, 413, 415),
+            )
+        },
     )
     async def ingest_bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
