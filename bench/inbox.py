@@ -86,5 +86,22 @@ async def measure(dsn: str, tenant: str, source: str, expected: int, deadline_s:
     )
 
 
+_KEYS = """
+SELECT count(*), count(completed_at) FROM idempotency_keys
+WHERE tenant_id = $1 AND idempotency_key LIKE $2 || '-%'
+"""
+
+
+async def idempotency_keys(dsn: str, tenant: str, prefix: str) -> tuple[int, int]:
+    """How many idempotency keys ``tenant`` has that start with ``prefix-``, and how many of them completed."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        row = await conn.fetchrow(_KEYS, tenant, prefix)
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)

@@ -1,5 +1,6 @@
-"""Benchmark a running Triggers stack: saturation (wrk), a fixed 1,000 events/s, and ingest-to-inbox latency;
-and, for comparison, the same wrk saturation against a bare Litestar + aiokafka app (bench/baseline_app.py).
+"""Benchmark a running Triggers stack: saturation (wrk), the same with an idempotency key on every other
+request, bulk throughput (wrk, batches of 500), a fixed 1,000 events/s, and ingest-to-inbox latency; and, for
+comparison, the same wrk saturation against a bare Litestar + aiokafka app (bench/baseline_app.py).
 
     scripts/bench.sh [--duration 15] [--connections 64] [--rate 1000] [--rate-duration 20] ...
 
@@ -41,7 +42,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LOOPBACK = {"127.0.0.1", "localhost"}
 EVENTS_PATH = "/v1/events"
 SATURATION_TARGET = 3000.0
+CHECKS_TARGET = 5000.0
+BULK_TARGET = 50000.0
 FIXED_P99_TARGET_MS = 50.0
+FIXED_P99_LATER_TARGET_MS = 25.0  # the same measurement against a later milestone's target
 INBOX_P99_TARGET_MS = 250.0
 BASELINE_SHARE_TARGET_PCT = 70.0
 BASELINE_START_TIMEOUT_S = 60.0
@@ -49,6 +53,11 @@ FIXED_SOURCE = "bench-fixed"
 WRK_SOURCE = "bench-wrk"
 WARMUP_SOURCE = "bench-warmup"
 BASELINE_SOURCE = "bench-baseline"
+CHECKS_SOURCE = "bench-checks"  # also the prefix of the phase's idempotency keys
+CHECKS_WARMUP_SOURCE = "bench-warmup-checks"  # keys must not start with "bench-checks-"
+BULK_SOURCE = "bench-bulk"
+BULK_WARMUP_SOURCE = "bench-warmup-bulk"
+CHECKS_LABEL = "single events/s, all checks on (auth, rate limits, idempotency key on half)"
 BASELINE_LABEL = "bare Litestar+aiokafka"
 _PCTS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "max": 100.0}
 
@@ -81,24 +90,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; every duration is in seconds."""
     p = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8080", help="the stack (loopback only)")
-    p.add_argument("--connections", type=int, default=64, help="wrk connections for the saturation phase")
-    p.add_argument("--threads", type=int, default=1, help="wrk threads for the saturation phase")
-    p.add_argument("--duration", type=int, default=15, help="saturation phase length")
-    p.add_argument("--warmup", type=int, default=5, help="wrk warm-up before the saturation phase (0: none)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections of the single-event saturation phases")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads of the single-event saturation phases")
+    p.add_argument("--duration", type=int, default=15, help="length of each single-event saturation phase")
+    p.add_argument("--warmup", type=int, default=5, help="wrk warm-up before each wrk phase (0: none)")
     p.add_argument("--rate", type=float, default=1000.0, help="events/s of the fixed-rate phase")
     p.add_argument("--rate-duration", type=float, default=20.0, help="fixed-rate phase length")
     p.add_argument("--rate-connections", type=int, default=64, help="connection pool of the fixed-rate phase")
     p.add_argument("--inbox-timeout", type=float, default=30.0, help="longest wait for events to reach the inbox")
-    p.add_argument("--drain-timeout", type=float, default=60.0, help="longest wait for the saturation backlog")
-    p.add_argument("--skip-saturation", action="store_true", help="run only the fixed-rate and inbox phases")
+    p.add_argument(
+        "--drain-timeout", type=float, default=60.0, help="longest wait for a single-event saturation backlog"
+    )
+    p.add_argument("--skip-saturation", action="store_true", help="skip the plain single-event saturation")
+    p.add_argument(
+        "--skip-checks",
+        action="store_true",
+        help="skip the single-event saturation with an idempotency key on every other request",
+    )
+    p.add_argument("--skip-bulk", action="store_true", help="skip the bulk-endpoint throughput phase")
+    p.add_argument("--bulk-size", type=int, default=500, help="events per bulk request (1..1000)")
+    p.add_argument("--bulk-connections", type=int, default=8, help="wrk connections for the bulk phase")
+    p.add_argument("--bulk-threads", type=int, default=1, help="wrk threads for the bulk phase")
+    p.add_argument("--bulk-duration", type=int, help="bulk phase length (default: --duration)")
+    p.add_argument(
+        "--bulk-drain-timeout", type=float, default=120.0, help="longest wait for the bulk events to be persisted"
+    )
     p.add_argument(
         "--skip-baseline", action="store_true", help="do not saturate the bare Litestar+aiokafka app for comparison"
     )
     p.add_argument("--output-dir", type=Path, default=RESULTS, help="where the JSON results go")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = p.parse_args(argv)
-    if min(args.connections, args.threads, args.duration, args.rate_connections) < 1 or args.rate <= 0:
+    if args.bulk_duration is None:
+        args.bulk_duration = args.duration
+    counts = (args.connections, args.threads, args.duration, args.rate_connections)
+    if min(*counts, args.bulk_connections, args.bulk_threads, args.bulk_duration) < 1 or args.rate <= 0:
         p.error("connections, threads, durations and rate must be positive")
+    if not 1 <= args.bulk_size <= 1000:
+        p.error("--bulk-size must be 1..1000")
     if args.rate_duration * args.rate < 1:
         p.error("--rate x --rate-duration must be at least one request")
     return args
@@ -211,23 +240,39 @@ def git_info() -> dict[str, Any]:
 
 
 def saturate(
-    args: argparse.Namespace, url: str, key: str, source: str, warmup_source: str, *, server_pid: int | None = None
+    args: argparse.Namespace,
+    url: str,
+    key: str,
+    source: str,
+    warmup_source: str,
+    *,
+    server_pid: int | None = None,
+    script: Path = saturation.SCRIPT,
+    env: dict[str, str] | None = None,
+    threads: int | None = None,
+    connections: int | None = None,
+    duration_s: int | None = None,
 ) -> dict[str, Any]:
-    """The wrk saturation run (warm-up, then measure) that both the gateway and the bare baseline get."""
-    common = {"threads": args.threads, "connections": args.connections}
+    """A wrk saturation run (warm-up, then measure): by default the one that both the gateway and the bare
+    baseline get; ``script``, ``env``, ``threads``, ``connections`` and ``duration_s`` make it another one."""
+    threads = threads or args.threads
+    connections = connections or args.connections
+    duration_s = duration_s or args.duration
+    common: dict[str, Any] = {"threads": threads, "connections": connections, "script": script, "env": env}
     warmup = None
     if args.warmup > 0:
         warmup = saturation.run_wrk(url, key, warmup_source, duration_s=args.warmup, **common)
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
     server_before = None if server_pid is None else process_cpu_seconds(server_pid)
-    result = saturation.run_wrk(url, key, source, duration_s=args.duration, **common)
+    result = saturation.run_wrk(url, key, source, duration_s=duration_s, **common)
     wrk_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
     server_after = None if server_pid is None else process_cpu_seconds(server_pid)
     if result.ok == 0:
         raise HarnessError(f"no 201 among {result.requests} responses ({result.statuses})")
     out = {
-        "threads": args.threads,
-        "connections": args.connections,
+        "script": f"bench/{script.name}",
+        "threads": threads,
+        "connections": connections,
         "duration_s": round(result.duration_s, 3),
         "requests": result.requests,
         "ok": result.ok,
@@ -236,6 +281,7 @@ def saturate(
         "statuses": result.statuses,
         "socket_errors": result.socket_errors,
         "errors": result.errors,
+        "counters": result.counters,
         "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
         "wrk_cpu_pct": round(100 * wrk_cpu / result.duration_s, 1) if result.duration_s else None,
         "warmup": None if warmup is None else {"requests": warmup.requests, "errors": warmup.errors},
@@ -255,6 +301,64 @@ def run_saturation(args: argparse.Namespace, key: str) -> dict[str, Any]:
         inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, WRK_SOURCE, out["ok"], args.drain_timeout)
     )
     return {**out, "inbox": inbox_dict(drained)}
+
+
+def run_checks(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Saturate like run_saturation, with a unique Idempotency-Key on every other request (so the key is claimed
+    and completed in Postgres, and no request is a replay); then wait for the inbox, and count the keys."""
+    out = saturate(args, args.url, key, CHECKS_SOURCE, CHECKS_WARMUP_SOURCE, script=saturation.CHECKS_SCRIPT)
+    dsn = os.environ["TRIGGERS_DATABASE_URL"]
+    drained = run_async(inbox.measure(dsn, args.tenant, CHECKS_SOURCE, out["ok"], args.drain_timeout))
+    stored, completed = run_async(inbox.idempotency_keys(dsn, args.tenant, CHECKS_SOURCE))
+    keys = {
+        "sent": out["counters"].get("keyed", 0),  # includes requests still in flight when wrk stopped
+        "stored": stored,
+        "completed": completed,
+        "replayed": out["counters"].get("replayed", 0),  # must be 0: every key is new
+    }
+    return {**out, "idempotency_keys": keys, "inbox": inbox_dict(drained)}
+
+
+def run_bulk(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Saturate POST /v1/events/bulk with wrk (batches of --bulk-size), then count the phase's events in Postgres.
+
+    wrk counts the requests answered within the run; their events, minus the items answered in ``failed``, are
+    the expected count. Requests still in flight when wrk stops may be persisted too, so the persisted count can
+    exceed it by up to connections x batch size; accepted events/s counts at most the expected events.
+    """
+    out = saturate(
+        args,
+        args.url,
+        key,
+        BULK_SOURCE,
+        BULK_WARMUP_SOURCE,
+        script=saturation.BULK_SCRIPT,
+        env={"BENCH_BULK_SIZE": str(args.bulk_size)},
+        threads=args.bulk_threads,
+        connections=args.bulk_connections,
+        duration_s=args.bulk_duration,
+    )
+    failed_items = out["counters"].get("failed_items", 0)
+    expected = out["ok"] * args.bulk_size - failed_items
+    drained = run_async(
+        inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, BULK_SOURCE, expected, args.bulk_drain_timeout)
+    )
+    accepted = min(drained.persisted, expected)
+    duration = out["duration_s"]
+    return {
+        **out,
+        "batch_size": args.bulk_size,
+        "events_sent_per_s": round(out["ok"] * args.bulk_size / duration, 1) if duration else None,
+        "failed_items": failed_items,
+        "partial_responses": out["counters"].get("partial", 0),
+        "expected_events": expected,
+        "persisted_events": drained.persisted,
+        "missing_events": expected - accepted,
+        "in_flight_events": max(drained.persisted - expected, 0),
+        "accepted_events": accepted,
+        "accepted_per_s": round(accepted / duration, 1) if duration else 0.0,
+        "inbox": inbox_dict(drained),
+    }
 
 
 def free_port() -> int:
@@ -451,6 +555,75 @@ def saturation_rows(sat: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def checks_rows(ck: dict[str, Any]) -> list[Row]:
+    """Table rows of the all-checks saturation phase."""
+    lat, keys, box = ck["latency_ms"], ck["idempotency_keys"], ck["inbox"]
+    rows = [
+        Row(
+            CHECKS_LABEL,
+            f"{ck['ok_per_s']:,.0f} /s",
+            f">= {CHECKS_TARGET:,.0f}/s",
+            verdict(ck["ok_per_s"] >= CHECKS_TARGET, ck["errors"] + keys["replayed"], "errors/replays"),
+        ),
+        Row(
+            f"  wrk -t{ck['threads']} -c{ck['connections']}: latency p50 / p99 / max",
+            f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])} ms",
+        ),
+        Row(
+            "  201s / non-201 / socket errors",
+            f"{ck['ok']:,} / {ck['non_201']:,} / {sum(ck['socket_errors'].values()):,}",
+        ),
+    ]
+    if ck["statuses"]:
+        rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(ck["statuses"].items()))))
+    rows += [
+        Row(
+            "  idempotency keys sent / completed / replayed",
+            f"{keys['sent']:,} / {keys['completed']:,} / {keys['replayed']:,}",
+        ),
+        Row(
+            "  inbox persisted / missing",
+            f"{box['persisted']:,} / {box['missing']:,} (waited {box['waited_s']} s)",
+        ),
+    ]
+    return rows
+
+
+def bulk_rows(bk: dict[str, Any]) -> list[Row]:
+    """Table rows of the bulk phase."""
+    lat, box = bk["latency_ms"], bk["inbox"]
+    problems = bk["errors"] + bk["failed_items"] + bk["missing_events"]
+    rows = [
+        Row(
+            f"bulk events/s, persisted (batches of {bk['batch_size']})",
+            f"{bk['accepted_per_s']:,.0f} /s",
+            f">= {BULK_TARGET:,.0f}/s",
+            verdict(bk["accepted_per_s"] >= BULK_TARGET, problems, "errors/failed/missing"),
+        ),
+        Row(
+            f"  wrk -t{bk['threads']} -c{bk['connections']}: requests/s / events/s sent",
+            f"{bk['ok_per_s']:,.1f} /s / {bk['events_sent_per_s'] or 0:,.0f} /s",
+        ),
+        Row("  request latency p50 / p99 / max", f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])} ms"),
+        Row(
+            "  201s / non-201 / socket errors",
+            f"{bk['ok']:,} / {bk['non_201']:,} / {sum(bk['socket_errors'].values()):,}",
+        ),
+    ]
+    if bk["statuses"]:
+        rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(bk["statuses"].items()))))
+    rows += [
+        Row("  items in 'failed' / answers with any", f"{bk['failed_items']:,} / {bk['partial_responses']:,}"),
+        Row(
+            "  events expected / persisted / missing",
+            f"{bk['expected_events']:,} / {bk['persisted_events']:,} / {bk['missing_events']:,}"
+            f" (+{bk['in_flight_events']:,} in flight at the end; waited {box['waited_s']} s)",
+        ),
+        Row("  inbox persist rate", f"{box['persist_rate_per_s'] or 0:,.0f} /s"),
+    ]
+    return rows
+
+
 def baseline_rows(base: dict[str, Any]) -> list[Row]:
     """Table rows of the bare Litestar+aiokafka saturation run."""
     lat = base["latency_ms"]
@@ -499,6 +672,12 @@ def fixed_rows(fx: dict[str, Any]) -> list[Row]:
             f"{_ms(lat['p99'])} ms",
             f"<= {FIXED_P99_TARGET_MS:,.0f} ms",
             verdict(lat["p99"] is not None and lat["p99"] <= FIXED_P99_TARGET_MS, fx["errors"]),
+        ),
+        Row(
+            f"p99 latency at {rate}, later milestone",
+            f"{_ms(lat['p99'])} ms",
+            f"<= {FIXED_P99_LATER_TARGET_MS:,.0f} ms",
+            verdict(lat["p99"] is not None and lat["p99"] <= FIXED_P99_LATER_TARGET_MS, fx["errors"]),
         ),
         Row("  achieved rate / 201s / errors", f"{fx['achieved_per_s']:,.1f} /s / {fx['ok']:,} / {fx['errors']:,}"),
         Row("  latency p50 / p90 / max", f"{_ms(lat['p50'])} / {_ms(lat['p90'])} / {_ms(lat['max'])} ms"),
@@ -563,7 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "targets": {
             "saturation_per_s": SATURATION_TARGET,
+            "checks_per_s": CHECKS_TARGET,
+            "bulk_events_per_s": BULK_TARGET,
             "fixed_p99_ms": FIXED_P99_TARGET_MS,
+            "fixed_p99_later_ms": FIXED_P99_LATER_TARGET_MS,
             "inbox_p99_ms": INBOX_P99_TARGET_MS,
             "gateway_vs_baseline_pct": BASELINE_SHARE_TARGET_PCT,
         },
@@ -579,12 +761,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    # Run order; the baseline goes first so that the two wrk runs are back to back.
-    phases: list[Phase] = [("fixed_rate", run_fixed, fixed_rows)]
-    if not args.skip_saturation:
-        phases.insert(0, ("saturation", run_saturation, saturation_rows))
-    if not args.skip_baseline:
-        phases.insert(0, ("baseline", run_baseline, baseline_rows))
+    # Run order; the baseline goes first so that the two plain wrk runs are back to back. Each wrk phase but the
+    # baseline waits for its events to reach the inbox, so the next phase does not share the CPU with that backlog.
+    phases: list[Phase] = [
+        ("baseline", run_baseline, baseline_rows),
+        ("saturation", run_saturation, saturation_rows),
+        ("checks", run_checks, checks_rows),
+        ("bulk", run_bulk, bulk_rows),
+        ("fixed_rate", run_fixed, fixed_rows),
+    ]
+    phases = [phase for phase in phases if not getattr(args, f"skip_{phase[0]}", False)]
     phase_rows: dict[str, list[Row]] = {}
     for name, phase, to_rows in phases:
         started = time.monotonic()
@@ -598,8 +784,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "saturation" in report and "baseline" in report:
         report["gateway_vs_baseline_pct"] = round(baseline_share(report["saturation"], report["baseline"]), 1)
         phase_rows.setdefault("baseline", []).append(share_row(report["saturation"], report["baseline"]))
-    for name in ("saturation", "baseline", "fixed_rate"):  # table order
-        rows += phase_rows.get(name, [])
+    for name in ("saturation", "baseline", "checks", "bulk", "fixed_rate"):  # table order, a blank line between
+        if name in phase_rows:
+            rows += [*([Row("", "")] if rows else []), *phase_rows[name]]
     report["summary"] = [vars(r) for r in rows if r.target]
     print(render(report, rows))
     if not args.no_save:

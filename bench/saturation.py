@@ -1,4 +1,10 @@
-"""Closed-loop saturation with wrk and bench/post_event.lua: how many single-event POSTs per second the API takes."""
+"""Closed-loop saturation with wrk: how many POSTs per second the API takes.
+
+Scripts (all print their result through bench/wrk_common.lua's done() hook):
+  bench/post_event.lua         one event per request
+  bench/post_event_checks.lua  one event per request, a unique Idempotency-Key on every other one
+  bench/post_bulk.lua          BENCH_BULK_SIZE events per request to /v1/events/bulk
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,14 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SCRIPT = Path(__file__).with_name("post_event.lua")
+CHECKS_SCRIPT = Path(__file__).with_name("post_event_checks.lua")
+BULK_SCRIPT = Path(__file__).with_name("post_bulk.lua")
 _MARKER = "BENCH_JSON "
 
 
@@ -30,6 +39,7 @@ class WrkResult:
     statuses: dict[str, int]
     socket_errors: dict[str, int]
     latency_ms: dict[str, float]
+    counters: dict[str, int]
     raw: dict[str, Any] = field(repr=False)
 
     @property
@@ -57,9 +67,18 @@ def wrk_version() -> str:
 
 
 def run_wrk(
-    url: str, api_key: str, source: str, *, threads: int, connections: int, duration_s: int, timeout_s: int = 10
+    url: str,
+    api_key: str,
+    source: str,
+    *,
+    threads: int,
+    connections: int,
+    duration_s: int,
+    timeout_s: int = 10,
+    script: Path = SCRIPT,
+    env: Mapping[str, str] | None = None,
 ) -> WrkResult:
-    """Run wrk against ``url`` with the POST script and return its parsed result."""
+    """Run wrk against ``url`` with ``script`` (``env``: extra variables for it) and return its parsed result."""
     if shutil.which("wrk") is None:
         raise WrkError("wrk is not installed (scripts/bench.sh installs it)")
     cmd = [
@@ -69,12 +88,12 @@ def run_wrk(
         f"-d{duration_s}s",
         f"--timeout={timeout_s}s",
         "-s",
-        str(SCRIPT),
+        str(script),
         url,
     ]
-    env = {**os.environ, "BENCH_API_KEY": api_key, "BENCH_SOURCE": source}
+    wrk_env = {**os.environ, **(env or {}), "BENCH_API_KEY": api_key, "BENCH_SOURCE": source}
     try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration_s + timeout_s + 30)
+        out = subprocess.run(cmd, env=wrk_env, capture_output=True, text=True, timeout=duration_s + timeout_s + 30)
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish: {exc}") from exc
     if out.returncode != 0:
@@ -102,5 +121,6 @@ def parse_wrk_output(stdout: str, threads: int, connections: int) -> WrkResult:
         statuses=data["statuses"],
         socket_errors=data["socket_errors"],
         latency_ms=latency_ms,
+        counters={name: int(value) for name, value in data.get("counters", {}).items()},
         raw=data,
     )
