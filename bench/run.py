@@ -616,10 +616,10 @@ def bulk_rows(bk: dict[str, Any]) -> list[Row]:
         Row("  items in 'failed' / answers with any", f"{bk['failed_items']:,} / {bk['partial_responses']:,}"),
         Row(
             "  events expected / persisted / missing",
-            f"{bk['expected_events']:,} / {bk['persisted_events']:,} / {bk['missing_events']:,}"
-            f" (+{bk['in_flight_events']:,} in flight at the end; waited {box['waited_s']} s)",
+            f"{bk['expected_events']:,} / {bk['persisted_events']:,} / {bk['missing_events']:,}",
         ),
-        Row("  inbox persist rate", f"{box['persist_rate_per_s'] or 0:,.0f} /s"),
+        Row("  persisted from requests in flight at the end", f"{bk['in_flight_events']:,}"),
+        Row("  inbox persist rate / waited", f"{box['persist_rate_per_s'] or 0:,.0f} /s / {box['waited_s']} s"),
     ]
     return rows
 

@@ -41,8 +41,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(settings: Settings, deadline_s: float = 60.0) -> asyncpg.Pool:
-    """Open the pool, retrying while Postgres is not reachable yet."""
+async def create_pool(
+    settings: Settings, deadline_s: float = 60.0, *, durable: bool = True, max_size: int | None = None
+) -> asyncpg.Pool:
+    """Open a pool, retrying while Postgres is not reachable yet.
+
+    ``durable=False`` gives connections whose commits return before the WAL reaches disk
+    (``synchronous_commit = off``): only for writes whose loss in a Postgres crash does no harm.
+    """
     deadline = time.monotonic() + deadline_s
     delay = 0.2
     while True:
@@ -50,7 +56,8 @@ async def create_pool(settings: Settings, deadline_s: float = 60.0) -> asyncpg.P
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 settings.database_url,
                 min_size=settings.db_pool_min,
-                max_size=settings.db_pool_max,
+                max_size=max_size or settings.db_pool_max,
+                server_settings={} if durable else {"synchronous_commit": "off"},
                 command_timeout=settings.db_command_timeout_s,
                 init=_init_connection,
             )

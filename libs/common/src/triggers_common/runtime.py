@@ -30,11 +30,19 @@ class Runtime:
         self._pool: asyncpg.Pool | None = None
         self._keys: KeyCache | None = None
         self._access: Access | None = None
+        self._relaxed_pool: asyncpg.Pool | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
         assert self._pool is not None, "runtime not opened"
         return self._pool
+
+    @property
+    def relaxed_pool(self) -> asyncpg.Pool:
+        """For writes whose loss in a Postgres crash does no harm (rate buckets, idempotency completions):
+        their commits do not wait for the disk."""
+        assert self._relaxed_pool is not None, "runtime not opened"
+        return self._relaxed_pool
 
     @property
     def keys(self) -> KeyCache:
@@ -49,8 +57,9 @@ class Runtime:
     async def open(self, components: Sequence[Component]) -> None:
         """Connect, migrate, create topics, sync the dev key, start the producer and then the components."""
         self._pool = await create_pool(self.settings)
+        self._relaxed_pool = await create_pool(self.settings, durable=False, max_size=4)
         self._keys = KeyCache(self.settings, self._pool)
-        self._access = Access(self.settings, self._keys, RateLimiter(self._pool))
+        self._access = Access(self.settings, self._keys, RateLimiter(self._relaxed_pool))
         async with self._pool.acquire() as conn:
             await migrate(conn, migration_sources(components))
             await sync_dev_key(conn, self.settings.dev_mode)
@@ -69,8 +78,9 @@ class Runtime:
                 except Exception:
                     log.exception("stopping %s failed", component.name)
         await self.producer.stop()
-        if self._pool is not None:
-            await asyncio.wait_for(self._pool.close(), 10)
+        for pool in (self._pool, self._relaxed_pool):
+            if pool is not None:
+                await asyncio.wait_for(pool.close(), 10)
 
     async def ready(self) -> dict[str, bool]:
         postgres, kafka = await asyncio.gather(ping(self.pool), self.producer.ping())

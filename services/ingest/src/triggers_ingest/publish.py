@@ -96,7 +96,9 @@ class Publisher:
                     await store.release_keys(self._rt.pool, tenant_id, claimed)
             raise
         if claimed:
-            await store.complete_keys(self._rt.pool, tenant_id, claimed)
+            # Losing this in a Postgres crash is harmless: the claim then looks stale, and a repeat of the
+            # request re-sends the same event id, which every consumer dedupes.
+            await store.complete_keys(self._rt.relaxed_pool, tenant_id, claimed)
         return answers
 
     async def _claim(
