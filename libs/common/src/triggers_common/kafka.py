@@ -45,6 +45,16 @@ BATCH_SECONDS = Histogram(
     ["group"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+TRANSACTION_SECONDS = Histogram(
+    "triggers_kafka_transaction_seconds",
+    "Time to begin, send and commit one group of events",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TRANSACTION_REQUESTS = Histogram(
+    "triggers_kafka_transaction_requests",
+    "Requests committed together in one transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 DEADLETTERED = Counter("triggers_consumer_deadlettered_total", "Records sent to the dead-letter topic", ["group"])
 
 
@@ -346,6 +356,9 @@ class _Pending:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
+GROUP_LINGER_S = 0.002
+
+
 class _Lane:
     """One transactional producer; lanes commit side by side, so a commit's round trips overlap others."""
 
@@ -371,6 +384,7 @@ class TransactionalProducer:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy_lanes = 0
 
     def _new_producer(self, lane: _Lane) -> AIOKafkaProducer:
         s = self._settings
@@ -382,7 +396,7 @@ class TransactionalProducer:
             transaction_timeout_ms=max(int(s.send_timeout_s * 2000), 10_000),
             # A new transaction's partitions are refused (CONCURRENT_TRANSACTIONS) until the previous commit's
             # markers are written, a few ms; the default 100 ms backoff would put that on every request.
-            retry_backoff_ms=5,
+            retry_backoff_ms=20,
             linger_ms=0,  # the group is the batch: it is flushed whole, then committed
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
@@ -425,11 +439,20 @@ class TransactionalProducer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._busy_lanes:
+                # Others are committing: the broker is the bottleneck, so gather a bigger group first.
+                await asyncio.sleep(GROUP_LINGER_S)
             group, self._queue = self._queue, []
-            await self._commit(lane, group)
+            self._busy_lanes += 1
+            try:
+                await self._commit(lane, group)
+            finally:
+                self._busy_lanes -= 1
 
     async def _commit(self, lane: _Lane, group: list[_Pending]) -> None:
         deadline = min(p.deadline for p in group)
+        started = time.perf_counter()
+        TRANSACTION_REQUESTS.observe(len(group))
         try:
             if lane.producer is None:
                 remaining = max(0.0, deadline - time.monotonic())
@@ -452,6 +475,7 @@ class TransactionalProducer:
                     p.done.set_exception(error)
                     p.done.exception()
             return
+        TRANSACTION_SECONDS.observe(time.perf_counter() - started)
         for p in group:
             if not p.done.done():
                 p.done.set_result(None)
