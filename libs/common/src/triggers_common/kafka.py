@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -383,8 +384,9 @@ class TransactionalProducer:
         self._lanes = [_Lane(f"{settings.consumer_group_prefix}-{name}-{instance}-{i}") for i in range(lanes)]
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._busy_lanes = 0
+        self._idle: collections.deque[_Lane] = collections.deque()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     def _new_producer(self, lane: _Lane) -> AIOKafkaProducer:
         s = self._settings
@@ -408,10 +410,12 @@ class TransactionalProducer:
     async def start(self) -> None:
         for lane in self._lanes:
             lane.producer = await _connect(lambda lane=lane: self._new_producer(lane), 60.0)  # type: ignore[misc]
-            self._tasks.append(asyncio.create_task(self._lane_loop(lane), name=f"kafka-{lane.transactional_id}"))
+        self._idle.extend(self._lanes)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="kafka-transactions")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [t for t in (self._dispatcher, *self._running) if t is not None]
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -433,21 +437,28 @@ class TransactionalProducer:
             raise Producer._unavailable(self._topic, exc) from exc
         PRODUCE_SECONDS.observe(time.perf_counter() - started)
 
-    async def _lane_loop(self, lane: _Lane) -> None:
+    async def _dispatch(self) -> None:
+        """Hand waiting requests to the lane idle the longest. A lane that just committed goes last: its
+        next transaction would be refused (CONCURRENT_TRANSACTIONS) until the broker wrote the markers."""
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self._busy_lanes:
-                # Others are committing: the broker is the bottleneck, so gather a bigger group first.
-                await asyncio.sleep(GROUP_LINGER_S)
-            group, self._queue = self._queue, []
-            self._busy_lanes += 1
-            try:
-                await self._commit(lane, group)
-            finally:
-                self._busy_lanes -= 1
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue and self._idle:
+                if len(self._idle) < len(self._lanes):
+                    # Others are committing: the broker is the bottleneck, so gather a bigger group first.
+                    await asyncio.sleep(GROUP_LINGER_S)
+                lane = self._idle.popleft()
+                group, self._queue = self._queue, []
+                task = asyncio.create_task(self._run(lane, group))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _run(self, lane: _Lane, group: list[_Pending]) -> None:
+        try:
+            await self._commit(lane, group)
+        finally:
+            self._idle.append(lane)
+            self._wakeup.set()
 
     async def _commit(self, lane: _Lane, group: list[_Pending]) -> None:
         deadline = min(p.deadline for p in group)
