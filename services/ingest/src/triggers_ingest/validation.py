@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from triggers_common.models import PRIORITIES
 
+T = TypeVar("T")
 MAX_NAME = 100
 MAX_IDEMPOTENCY_KEY = 255
 MAX_DEPTH = 64
@@ -65,6 +67,19 @@ def json_depth(document: bytes) -> int:
         return 0  # cannot be deeper than the limit: skip the scan
     brackets = _STRING.sub(b"", document).translate(None, _NOT_BRACKETS)
     return max(itertools.accumulate(_DEPTH_STEP[b] for b in brackets))
+
+
+def _decode(decode: Callable[[bytes], T], body: bytes, at: str = "body") -> T:
+    """Decode ``body`` as JSON of the expected shape, or raise 400 saying what is wrong and where."""
+    try:
+        body.decode()  # msgspec lets invalid UTF-8 through inside raw values; Postgres would not
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed.of([describe_validation_error(exc, at)]) from exc
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValidationFailed.of(
+            [_error(at, _malformed(exc), "json_invalid")], "Request body is not valid JSON"
+        ) from exc
 
 
 def _error(field: str, message: str, kind: str) -> dict[str, str]:
@@ -127,15 +142,7 @@ def parse_event(body: bytes, max_payload_bytes: int, at: str = "body") -> NewEve
 
     ``at`` is where the event sits in the request, for error fields (``body.items.3`` in a bulk request).
     """
-    try:
-        body.decode()  # msgspec lets invalid UTF-8 through inside raw values; Postgres would not
-        parsed = _decode_body(body)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed.of([describe_validation_error(exc, at)]) from exc
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.of(
-            [_error(at, _malformed(exc), "json_invalid")], "Request body is not valid JSON"
-        ) from exc
+    parsed = _decode(_decode_body, body, at)
 
     errors: list[dict[str, str]] = []
     source = _name(parsed.source, f"{at}.source", errors)
@@ -200,15 +207,7 @@ _decode_bulk = msgspec.json.Decoder(_Bulk).decode
 
 def parse_bulk(body: bytes, max_items: int) -> list[msgspec.Raw]:
     """The envelope of a bulk request: ``{"items": [...]}`` with 1..max_items entries, each checked later."""
-    try:
-        body.decode()
-        items = _decode_bulk(body).items
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed.of([describe_validation_error(exc)]) from exc
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.of(
-            [_error("body", _malformed(exc), "json_invalid")], "Request body is not valid JSON"
-        ) from exc
+    items = _decode(_decode_bulk, body).items
     if not 1 <= len(items) <= max_items:
         raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
     return items
@@ -263,14 +262,7 @@ def _cloudevent(attributes: dict[str, Any], data: bytes | None, max_payload_byte
 
 def parse_structured_cloudevent(body: bytes, max_payload_bytes: int) -> NewEvent:
     """``Content-Type: application/cloudevents+json``: the whole event in the body."""
-    try:
-        raw = _decode_attributes(body)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed.of([describe_validation_error(exc)]) from exc
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.of(
-            [_error("body", _malformed(exc), "json_invalid")], "Request body is not valid JSON"
-        ) from exc
+    raw = _decode(_decode_attributes, body)
     if "data_base64" in raw:
         raise UnsupportedMediaType("CloudEvent data must be JSON, not data_base64")
     attributes = {k: msgspec.json.decode(v) for k, v in raw.items() if k != "data"}
@@ -284,10 +276,5 @@ def parse_binary_cloudevent(headers: list[tuple[bytes, bytes]], body: bytes, max
     for name, value in headers:
         if name.startswith(b"ce-"):
             attributes[name[3:].decode("latin-1")] = value.decode("utf-8", "replace")
-    try:
-        msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.of(
-            [_error("body", _malformed(exc), "json_invalid")], "Request body is not valid JSON"
-        ) from exc
+    _decode(msgspec.json.decode, body)
     return _cloudevent(attributes, body, max_payload_bytes, "header")
