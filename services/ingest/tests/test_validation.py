@@ -123,3 +123,13 @@ def test_idempotency_header_and_request_hash() -> None:
     spaced = parse_event(b'{ "source":"s", "event_type":"t", "payload": { "a" : 1 } }', LIMIT)
     assert request_hash(spaced) == request_hash(base)
     assert request_hash(parse_event(b'{"source":"s","event_type":"t","payload":{"a":2}}', LIMIT)) != request_hash(base)
+
+
+def test_nul_characters_are_refused_where_postgres_cannot_store_them() -> None:
+    found = errors(
+        b'{"source":"a\\u0000b","event_type":"t","payload":{"a":1},"metadata":{"idempotency_key":"k\\u0000"}}'
+    )
+    assert [e["field"] for e in found] == ["body.source", "body.metadata", "body.metadata.idempotency_key"]
+    base = parse_event(b'{"source":"s","event_type":"t","payload":{"a":"\\u0000 is fine here"}}', LIMIT)
+    with pytest.raises(ValidationFailed):
+        idempotency_header("k\x00", base)

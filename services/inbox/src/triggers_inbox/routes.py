@@ -117,8 +117,8 @@ def _filter_value(params: Any, name: str) -> str | None:
     if value is None:
         return None
     value = value.strip()
-    if not value or len(value) > _MAX_FILTER:
-        raise _bad_param(f"query.{name}", f"Must be 1..{_MAX_FILTER} characters")
+    if not value or len(value) > _MAX_FILTER or "\x00" in value:
+        raise _bad_param(f"query.{name}", f"Must be 1..{_MAX_FILTER} characters, without NUL")
     return str(value)
 
 

@@ -105,6 +105,8 @@ def _name(value: str, field: str, errors: list[dict[str, str]]) -> str:
     trimmed = value.strip()
     if not trimmed:
         errors.append(_error(field, "Must not be blank", "value_error"))
+    elif "\x00" in trimmed:  # Postgres text cannot hold NUL; accepting it would lose the event later
+        errors.append(_error(field, "Must not contain NUL characters", "value_error"))
     elif len(trimmed) > MAX_NAME:
         errors.append(_error(field, f"Must be at most {MAX_NAME} characters", "value_error"))
     return trimmed
@@ -129,7 +131,7 @@ def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
     if not isinstance(key, str):
         errors.append(_error(f"{at}.metadata.idempotency_key", "Expected 'str'", "type_error"))
         return None
-    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or "\x00" in key:
         errors.append(
             _error(f"{at}.metadata.idempotency_key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")
         )
@@ -181,7 +183,7 @@ def idempotency_header(value: str | None, event: NewEvent) -> NewEvent:
     """Apply the ``Idempotency-Key`` header (an alias of ``metadata.idempotency_key``) to ``event``."""
     if value is None:
         return event
-    if not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY:
+    if not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY or "\x00" in value:
         raise ValidationFailed.of(
             [_error("header.Idempotency-Key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")]
         )
