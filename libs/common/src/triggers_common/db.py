@@ -41,6 +41,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query (a round trip on every release): no code here leaves session state
+    behind on a pooled connection. LISTEN has its own connection; the migration lock is released in place."""
+
+
 async def create_pool(
     settings: Settings, deadline_s: float = 60.0, *, durable: bool = True, max_size: int | None = None
 ) -> asyncpg.Pool:
@@ -60,6 +65,7 @@ async def create_pool(
                 server_settings={} if durable else {"synchronous_commit": "off"},
                 command_timeout=settings.db_command_timeout_s,
                 init=_init_connection,
+                reset=_keep_session,
             )
             return pool
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
