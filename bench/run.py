@@ -52,6 +52,7 @@ BASELINE_START_TIMEOUT_S = 60.0
 FIXED_SOURCE = "bench-fixed"
 WRK_SOURCE = "bench-wrk"
 WARMUP_SOURCE = "bench-warmup"
+SYSTEM_WARMUP_SOURCE = "bench-warmup-system"
 BASELINE_SOURCE = "bench-baseline"
 CHECKS_SOURCE = "bench-checks"  # also the prefix of the phase's idempotency keys
 CHECKS_WARMUP_SOURCE = "bench-warmup-checks"  # keys must not start with "bench-checks-"
@@ -94,6 +95,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="wrk threads of the single-event saturation phases")
     p.add_argument("--duration", type=int, default=15, help="length of each single-event saturation phase")
     p.add_argument("--warmup", type=int, default=5, help="wrk warm-up before each wrk phase (0: none)")
+    p.add_argument(
+        "--system-warmup",
+        type=int,
+        default=90,
+        help="seconds of load before any phase, so a freshly started broker and gateway reach steady state "
+        "(measured: the first minutes run at ~65 %% of steady-state throughput); 0: none",
+    )
     p.add_argument("--rate", type=float, default=1000.0, help="events/s of the fixed-rate phase")
     p.add_argument("--rate-duration", type=float, default=20.0, help="fixed-rate phase length")
     p.add_argument("--rate-connections", type=int, default=64, help="connection pool of the fixed-rate phase")
@@ -772,6 +780,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("baseline", run_baseline, baseline_rows),
     ]
     phases = [phase for phase in phases if not getattr(args, f"skip_{phase[0]}", False)]
+    if args.system_warmup > 0:
+        print(f"bench: system warm-up ({args.system_warmup} s) ...", file=sys.stderr, flush=True)
+        warm = saturation.run_wrk(
+            args.url,
+            key,
+            SYSTEM_WARMUP_SOURCE,
+            duration_s=args.system_warmup,
+            threads=args.threads,
+            connections=args.connections,
+            script=saturation.SCRIPT,
+            env=None,
+        )
+        run_async(
+            inbox.measure(
+                os.environ["TRIGGERS_DATABASE_URL"], args.tenant, SYSTEM_WARMUP_SOURCE, warm.ok, args.drain_timeout
+            )
+        )
+        report["system_warmup"] = {"seconds": args.system_warmup, "requests_per_s": round(warm.ok / args.system_warmup)}
     phase_rows: dict[str, list[Row]] = {}
     for name, phase, to_rows in phases:
         started = time.monotonic()
