@@ -76,7 +76,8 @@ async def complete_keys(pool: asyncpg.Pool, tenant_id: str, keys: Sequence[tuple
     await pool.execute(
         """UPDATE idempotency_keys k SET completed_at = clock_timestamp()
            FROM unnest($2::text[], $3::uuid[]) AS done (idempotency_key, event_id)
-           WHERE k.tenant_id = $1 AND k.idempotency_key = done.idempotency_key AND k.event_id = done.event_id""",
+           WHERE k.tenant_id = $1 AND k.idempotency_key = ANY($2::text[])  -- keeps the primary key in use
+             AND k.idempotency_key = done.idempotency_key AND k.event_id = done.event_id""",
         tenant_id,
         [k for k, _ in keys],
         [e for _, e in keys],
@@ -88,7 +89,8 @@ async def release_keys(pool: asyncpg.Pool, tenant_id: str, keys: Sequence[tuple[
     await pool.execute(
         """UPDATE idempotency_keys k SET claimed_at = to_timestamp(0)
            FROM unnest($2::text[], $3::uuid[]) AS failed (idempotency_key, event_id)
-           WHERE k.tenant_id = $1 AND k.idempotency_key = failed.idempotency_key AND k.event_id = failed.event_id
+           WHERE k.tenant_id = $1 AND k.idempotency_key = ANY($2::text[])
+             AND k.idempotency_key = failed.idempotency_key AND k.event_id = failed.event_id
              AND k.completed_at IS NULL""",
         tenant_id,
         [k for k, _ in keys],
