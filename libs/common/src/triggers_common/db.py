@@ -8,7 +8,6 @@ import re
 import time
 from collections.abc import Iterable
 from importlib.resources.abc import Traversable
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -125,8 +124,3 @@ async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:
         return True
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
-
-
-def as_text(value: Any) -> str:
-    """Raw JSON bytes from the pool, as text (for logs and tests)."""
-    return bytes(value).decode() if isinstance(value, msgspec.Raw) else str(value)

@@ -6,7 +6,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from typing import Any
 
@@ -51,7 +51,6 @@ class Component:
     migrations: Traversable | None = None
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
-    tags: list[str] = field(default_factory=list)
 
 
 def request_id(scope: Scope | Request[Any, Any, Any]) -> str:

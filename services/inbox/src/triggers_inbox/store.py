@@ -14,6 +14,9 @@ NOTIFY_CHANNEL = "triggers_inbox"
 
 
 class EventRow(msgspec.Struct, frozen=True):
+    """An inbox row. For a row with ``status == 'deleted'`` the content fields (source, event_type,
+    payload, metadata) are None: callers answer 404 for those before reading them."""
+
     event_id: uuid.UUID
     created_at: datetime
     source: str
@@ -24,7 +27,7 @@ class EventRow(msgspec.Struct, frozen=True):
     acknowledged_at: datetime | None
 
 
-class NewRow(msgspec.Struct, frozen=True, array_like=True):
+class NewRow(msgspec.Struct, frozen=True):
     event_id: uuid.UUID
     tenant_id: str
     created_at: datetime
