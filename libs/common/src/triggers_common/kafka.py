@@ -471,12 +471,7 @@ class TransactionalProducer:
             producer = lane.producer
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await producer.begin_transaction()
-                futures = [
-                    await producer.send(self._topic, value, key=key, headers=headers)
-                    for p in group
-                    for key, value, headers in p.records
-                ]
-                await asyncio.gather(*futures)
+                await asyncio.gather(*await self._send_batches(producer, group))
                 await producer.commit_transaction()
         except (TimeoutError, KafkaError, OSError) as exc:
             error = Producer._unavailable(self._topic, exc)
@@ -490,6 +485,26 @@ class TransactionalProducer:
         for p in group:
             if not p.done.done():
                 p.done.set_result(None)
+
+    async def _send_batches(self, producer: AIOKafkaProducer, group: list[_Pending]) -> list[asyncio.Future[Any]]:
+        """Hand the group's records to the producer as whole batches, one or more per partition: far cheaper
+        per record than one ``send`` each."""
+        partitions = sorted(await producer.partitions_for(self._topic))
+        by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = collections.defaultdict(list)
+        for pending in group:
+            for record in pending.records:
+                by_partition[_cached_partitioner(record[0], partitions, partitions)].append(record)
+        futures = []
+        for partition, records in by_partition.items():
+            batch = producer.create_batch()
+            for key, value, headers in records:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    futures.append(await producer.send_batch(batch, self._topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        raise KafkaError(f"record of {len(value)} bytes does not fit in a batch")
+            futures.append(await producer.send_batch(batch, self._topic, partition=partition))
+        return futures
 
     @staticmethod
     async def _discard_producer(lane: _Lane) -> None:
