@@ -155,16 +155,6 @@ class Producer:
             raise ServiceUnavailable("Kafka producer is not started")
         return self._producer
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None) -> None:
-        """Send one record and wait for the broker's ack, or raise :class:`ServiceUnavailable`."""
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._settings.send_timeout_s):
-                await (await self.client.send(topic, value, key=key, headers=headers))
-        except (TimeoutError, KafkaError) as exc:
-            raise self._unavailable(topic, exc) from exc
-        PRODUCE_SECONDS.observe(time.perf_counter() - started)
-
     async def send_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
         """Send records and wait until the broker acked every one of them (within the send timeout)."""
         started = time.perf_counter()
