@@ -120,6 +120,20 @@ def _cached_partitioner(key: bytes | None, all_partitions: list[int], available:
     return _partition_for(key, tuple(all_partitions))
 
 
+def _durable_producer(s: Settings) -> dict[str, Any]:
+    """What every producer here shares: acks from all replicas, idempotent, bounded by the send timeout."""
+    return {
+        "bootstrap_servers": s.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "compression_type": "lz4",
+        "partitioner": _cached_partitioner,
+        "request_timeout_ms": max(int(s.send_timeout_s * 1000), 1000),
+    }
+
+
 class Producer:
     """An idempotent ``acks=all`` producer whose sends give up after ``send_timeout_s`` with a 503."""
 
@@ -130,18 +144,7 @@ class Producer:
     async def start(self, deadline_s: float = 60.0) -> None:
         s = self._settings
         self._producer = await _connect(
-            lambda: AIOKafkaProducer(
-                bootstrap_servers=s.kafka_bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=s.producer_linger_ms,
-                max_batch_size=256 * 1024,
-                max_request_size=4 * 1024 * 1024,
-                compression_type="lz4",
-                partitioner=_cached_partitioner,
-                request_timeout_ms=max(int(s.send_timeout_s * 1000), 1000),
-            ),
-            deadline_s,
+            lambda: AIOKafkaProducer(**_durable_producer(s), linger_ms=s.producer_linger_ms), deadline_s
         )
 
     async def stop(self) -> None:
@@ -381,20 +384,13 @@ class TransactionalProducer:
     def _new_producer(self, lane: _Lane) -> AIOKafkaProducer:
         s = self._settings
         return AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
+            **_durable_producer(s),
             transactional_id=lane.transactional_id,
             transaction_timeout_ms=max(int(s.send_timeout_s * 2000), 10_000),
             # A new transaction's partitions are refused (CONCURRENT_TRANSACTIONS) until the previous commit's
             # markers are written, a few ms; the default 100 ms backoff would put that on every request.
             retry_backoff_ms=20,
             linger_ms=0,  # the group is the batch: it is flushed whole, then committed
-            max_batch_size=256 * 1024,
-            max_request_size=4 * 1024 * 1024,
-            compression_type="lz4",
-            partitioner=_cached_partitioner,
-            request_timeout_ms=max(int(s.send_timeout_s * 1000), 1000),
         )
 
     async def start(self) -> None:
