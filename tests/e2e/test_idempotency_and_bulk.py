@@ -140,3 +140,35 @@ async def test_bulk_envelope_errors(client: httpx.AsyncClient) -> None:
     assert (
         await client.post("/v1/events/bulk", content=b"{}", headers={"Content-Type": "text/plain"})
     ).status_code == 415
+
+
+async def test_bulk_keys_new_repeated_replayed_and_reused(client: httpx.AsyncClient, tenant_key: str) -> None:
+    auth = {"X-API-Key": tenant_key}
+    tag = uuid.uuid4().hex
+    done = event(payload={"n": "done"}, metadata={"idempotency_key": f"done-{tag}"})
+    first = await client.post("/v1/events", json=done, headers=auth)
+    assert first.status_code == 201
+    items = [
+        event(payload={"n": 0}, metadata={"idempotency_key": f"new-{tag}"}),
+        done,
+        event(payload={"n": "other"}, metadata={"idempotency_key": f"done-{tag}"}),
+        event(payload={"n": 0}, metadata={"idempotency_key": f"new-{tag}"}),
+        event(payload={"n": 4}, metadata={"idempotency_key": f"also-new-{tag}"}),
+    ]
+    response = await client.post("/v1/events/bulk", json={"items": items}, headers=auth)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    new, replayed, also_new = body["successful"]  # items 0, 1 and 4, in order
+    assert replayed["event_id"] == first.json()["event_id"] and replayed["replayed"] is True
+    assert new["replayed"] is False and also_new["replayed"] is False
+    failed = {f["index"]: f["error"] for f in body["failed"]}
+    assert sorted(failed) == [2, 3] and failed[2]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert failed[3]["code"] == "CONFLICT" and failed[3]["details"]["event_id"] == new["event_id"]
+
+    await visible(client, tenant_key, also_new["event_id"])
+    stored = {e["event_id"]: e["payload"] for e in await pending(client, tenant_key)}  # the tenant is the test's own
+    assert stored == {
+        first.json()["event_id"]: {"n": "done"},
+        new["event_id"]: {"n": 0},
+        also_new["event_id"]: {"n": 4},
+    }

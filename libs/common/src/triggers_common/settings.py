@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     idempotency_ttl_s: float = 86_400.0
     """How long an idempotency key is remembered per tenant."""
+    idempotency_purge_interval_s: float = 300.0
+    """How often the ingest component deletes expired idempotency keys (in batches of 1,000)."""
     bulk_max_items: int = 1000
 
     inbox_batch_max: int = 1000

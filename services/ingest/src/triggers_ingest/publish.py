@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
+from triggers_common.batching import Coalescer
 from triggers_common.errors import Conflict, ServiceUnavailable, TriggersError
 from triggers_common.kafka import TransactionalProducer
 from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_id
@@ -63,26 +64,38 @@ class Publisher:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self.producer = TransactionalProducer(rt.settings, rt.settings.events_topic, "ingest")
-        self._ttl = timedelta(seconds=rt.settings.idempotency_ttl_s)
+        ttl = timedelta(seconds=rt.settings.idempotency_ttl_s)
         # A claim older than this, still incomplete, belonged to a request that died or got a 503.
         self._stale = timedelta(seconds=rt.settings.send_timeout_s + 2.0)
+        # Concurrent requests share one statement for their claims, and one for their completions.
+        self._claims: Coalescer[store.Claim, store.KeyRow | None] = Coalescer(
+            lambda claims: store.claim_keys(rt.pool, claims, ttl)
+        )
+        self._completions = Coalescer(self._complete)
 
     async def publish(
         self, tenant_id: str, events: list[NewEvent], traceparent: bytes
     ) -> list[Accepted | TriggersError]:
         """Produce every new event in one batch and answer for each; 503 for all if Kafka can't take them."""
+        ids = [new_event_id() for _ in events]
+        bids = [
+            store.Claim(tenant_id, event.idempotency_key, request_hash(event), *ids[i])
+            for i, event in enumerate(events)
+            if event.idempotency_key is not None
+        ]
+        held = iter(await self._claims.run(bids))
         answers: list[Accepted | TriggersError] = []
         to_send: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
-        claimed: list[tuple[str, uuid.UUID]] = []
-        for event in events:
-            event_id, created = new_event_id()
+        claimed: list[store.Claim] = []
+        bid_of = iter(bids)
+        for event, (event_id, created) in zip(events, ids, strict=True):
             if event.idempotency_key is not None:
-                outcome = await self._claim(tenant_id, event, event_id, created)
-                if not isinstance(outcome, tuple):
+                outcome = await self._settle(next(bid_of), next(held))
+                if not isinstance(outcome, store.Claim):
                     answers.append(outcome)
                     continue
-                event_id, created = outcome
-                claimed.append((event.idempotency_key, event_id))
+                claimed.append(outcome)
+                event_id, created = outcome.event_id, outcome.created_at
             record, headers = to_record(event, tenant_id, event_id, created)
             headers.append(("traceparent", traceparent))
             to_send.append((tenant_id.encode(), msgspec.json.encode(record), headers))
@@ -93,36 +106,34 @@ class Publisher:
         except ServiceUnavailable:
             if claimed:  # let the client's retry take these keys over at once, with the same event ids
                 with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    await store.release_keys(self._rt.pool, tenant_id, claimed)
+                    await store.release_keys(self._rt.pool, claimed)
             raise
-        if claimed:
-            # Losing this in a Postgres crash is harmless: the claim then looks stale, and a repeat of the
-            # request re-sends the same event id, which every consumer dedupes.
-            await store.complete_keys(self._rt.relaxed_pool, tenant_id, claimed)
+        await self._completions.run(claimed)
         return answers
 
-    async def _claim(
-        self, tenant_id: str, event: NewEvent, event_id: uuid.UUID, created: datetime
-    ) -> tuple[uuid.UUID, datetime] | Accepted | TriggersError:
-        """The id to produce under (new or taken over), the earlier answer to repeat, or the error."""
-        assert event.idempotency_key is not None
-        digest = request_hash(event)
-        row = await store.claim_key(
-            self._rt.pool, tenant_id, event.idempotency_key, digest, event_id, created, self._ttl
-        )
-        if row.claimed:
-            return row.event_id, row.created_at
-        if row.request_hash != digest:
-            return IdempotencyKeyReused(details={"idempotency_key": event.idempotency_key})
-        if row.completed_at is not None:
-            return Accepted(str(row.event_id), format_timestamp(row.created_at), replayed=True)
+    async def _complete(self, claimed: list[store.Claim]) -> list[None]:
+        # Losing this in a Postgres crash is harmless: the claim then looks stale, and a repeat of the request
+        # re-sends the same event id, which every consumer dedupes.
+        await store.complete_keys(self._rt.relaxed_pool, claimed)
+        return [None] * len(claimed)
+
+    async def _settle(self, bid: store.Claim, row: store.KeyRow | None) -> store.Claim | Accepted | TriggersError:
+        """The claim to produce under (``bid``, or a stale one taken over), the earlier answer, or the error."""
+        if row is not None and row.claimed:
+            return bid
         in_flight = Conflict(
             "A request with this idempotency key is in flight",
-            {"idempotency_key": event.idempotency_key, "event_id": str(row.event_id)},
+            {"idempotency_key": bid.key} | ({"event_id": str(row.event_id)} if row is not None else {}),
         )
+        if row is None:
+            return in_flight
+        if row.request_hash != bid.request_hash:
+            return IdempotencyKeyReused(details={"idempotency_key": bid.key})
+        if row.completed_at is not None:
+            return Accepted(str(row.event_id), format_timestamp(row.created_at), replayed=True)
         if row.claimed_at > datetime.now(row.claimed_at.tzinfo) - self._stale:
             return in_flight
         # Its request died or got a 503: send the very same event id again (consumers dedupe by it).
-        if await store.take_over_key(self._rt.pool, tenant_id, event.idempotency_key, row.claimed_at):
-            return row.event_id, row.created_at
+        if await store.take_over_key(self._rt.pool, bid.tenant_id, bid.key, row.claimed_at):
+            return msgspec.structs.replace(bid, event_id=row.event_id, created_at=row.created_at)
         return in_flight

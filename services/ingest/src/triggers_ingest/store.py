@@ -10,6 +10,16 @@ import asyncpg
 import msgspec
 
 
+class Claim(msgspec.Struct, frozen=True):
+    """A request's bid for an idempotency key, carrying the event it would produce."""
+
+    tenant_id: str
+    key: str
+    request_hash: bytes
+    event_id: uuid.UUID
+    created_at: datetime
+
+
 class KeyRow(msgspec.Struct, frozen=True):
     request_hash: bytes
     event_id: uuid.UUID
@@ -20,42 +30,68 @@ class KeyRow(msgspec.Struct, frozen=True):
     """True when this call claimed the key (new, or expired and started over)."""
 
 
-async def claim_key(
-    pool: asyncpg.Pool,
-    tenant_id: str,
-    key: str,
-    request_hash: bytes,
-    event_id: uuid.UUID,
-    created_at: datetime,
-    ttl: timedelta,
-) -> KeyRow:
-    """Claim ``key`` for this request, or return the row of whoever holds it."""
-    record = await pool.fetchrow(
-        """INSERT INTO idempotency_keys AS k
+_COLUMNS = "request_hash, event_id, created_at, claimed_at, completed_at"
+
+
+def _key_row(record: asyncpg.Record, *, claimed: bool) -> KeyRow:
+    return KeyRow(
+        record["request_hash"],
+        record["event_id"],
+        record["created_at"],
+        record["claimed_at"],
+        record["completed_at"],
+        claimed,
+    )
+
+
+async def claim_keys(pool: asyncpg.Pool, claims: Sequence[Claim], ttl: timedelta) -> list[KeyRow | None]:
+    """Claim each key, or return the row of whoever holds it: one INSERT for every claim.
+
+    Keys go in sorted, so concurrent batches (on any replica) lock them in one order and cannot deadlock. When a
+    batch holds one key twice, the first claim may win and the others see its row. None: the holder's row expired
+    and was purged between the two statements (the caller answers "in flight"; a retry claims the key).
+    """
+    bids: dict[tuple[str, str], Claim] = {}
+    for claim in sorted(claims, key=lambda c: (c.tenant_id, c.key)):
+        bids.setdefault((claim.tenant_id, claim.key), claim)
+    rows: dict[tuple[str, str], KeyRow] = {}
+    for record in await pool.fetch(
+        f"""INSERT INTO idempotency_keys AS k
                (tenant_id, idempotency_key, request_hash, event_id, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6::interval)
+           SELECT tenant_id, idempotency_key, request_hash, event_id, created_at, clock_timestamp() + $6::interval
+           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::timestamptz[])
+             AS bid (tenant_id, idempotency_key, request_hash, event_id, created_at)
            ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
              SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
                  created_at = EXCLUDED.created_at, claimed_at = clock_timestamp(), completed_at = NULL,
                  expires_at = EXCLUDED.expires_at
              WHERE k.expires_at <= clock_timestamp()
-           RETURNING request_hash, event_id, created_at, claimed_at, completed_at, true AS claimed""",
-        tenant_id,
-        key,
-        request_hash,
-        event_id,
-        created_at,
+           RETURNING k.tenant_id, k.idempotency_key, {_COLUMNS}""",
+        [c.tenant_id for c in bids.values()],
+        [c.key for c in bids.values()],
+        [c.request_hash for c in bids.values()],
+        [c.event_id for c in bids.values()],
+        [c.created_at for c in bids.values()],
         ttl,
-    )
-    if record is None:  # held by another request (or one that finished); read it with a fresh snapshot
-        record = await pool.fetchrow(
-            """SELECT request_hash, event_id, created_at, claimed_at, completed_at, false AS claimed
-               FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2""",
-            tenant_id,
-            key,
-        )
-        assert record is not None, "a conflicting key row cannot vanish while unexpired"
-    return KeyRow(*record.values())
+    ):
+        rows[record[0], record[1]] = _key_row(record, claimed=True)
+    held = [key for key in bids if key not in rows]
+    if held:  # held by other requests (or finished ones); read them with a fresh snapshot
+        for record in await pool.fetch(
+            f"""SELECT k.tenant_id, k.idempotency_key, {_COLUMNS}
+                FROM unnest($1::text[], $2::text[]) AS held (tenant_id, idempotency_key)
+                JOIN idempotency_keys k USING (tenant_id, idempotency_key)""",
+            [tenant_id for tenant_id, _ in held],
+            [key for _, key in held],
+        ):
+            rows[record[0], record[1]] = _key_row(record, claimed=False)
+    answers: list[KeyRow | None] = []
+    for claim in claims:
+        row = rows.get((claim.tenant_id, claim.key))
+        if row is not None and row.claimed and row.event_id != claim.event_id:  # a twin in this batch won
+            row = msgspec.structs.replace(row, claimed=False)
+        answers.append(row)
+    return answers
 
 
 async def take_over_key(pool: asyncpg.Pool, tenant_id: str, key: str, claimed_at: datetime) -> bool:
@@ -71,28 +107,38 @@ async def take_over_key(pool: asyncpg.Pool, tenant_id: str, key: str, claimed_at
     return bool(taken)
 
 
-async def complete_keys(pool: asyncpg.Pool, tenant_id: str, keys: Sequence[tuple[str, uuid.UUID]]) -> None:
+async def complete_keys(pool: asyncpg.Pool, done: Sequence[Claim]) -> None:
     """Mark claims done once their events are in Kafka; later repeats are answered from the row."""
     await pool.execute(
         """UPDATE idempotency_keys k SET completed_at = clock_timestamp()
-           FROM unnest($2::text[], $3::uuid[]) AS done (idempotency_key, event_id)
-           WHERE k.tenant_id = $1 AND k.idempotency_key = ANY($2::text[])  -- keeps the primary key in use
-             AND k.idempotency_key = done.idempotency_key AND k.event_id = done.event_id""",
-        tenant_id,
-        [k for k, _ in keys],
-        [e for _, e in keys],
+           FROM unnest($1::text[], $2::text[], $3::uuid[]) AS done (tenant_id, idempotency_key, event_id)
+           WHERE k.tenant_id = done.tenant_id AND k.idempotency_key = done.idempotency_key
+             AND k.event_id = done.event_id""",
+        [c.tenant_id for c in done],
+        [c.key for c in done],
+        [c.event_id for c in done],
     )
 
 
-async def release_keys(pool: asyncpg.Pool, tenant_id: str, keys: Sequence[tuple[str, uuid.UUID]]) -> None:
+async def release_keys(pool: asyncpg.Pool, failed: Sequence[Claim]) -> None:
     """After a 503: make the claims stale at once, so a retry takes them over (same event ids)."""
     await pool.execute(
         """UPDATE idempotency_keys k SET claimed_at = to_timestamp(0)
-           FROM unnest($2::text[], $3::uuid[]) AS failed (idempotency_key, event_id)
-           WHERE k.tenant_id = $1 AND k.idempotency_key = ANY($2::text[])
-             AND k.idempotency_key = failed.idempotency_key AND k.event_id = failed.event_id
-             AND k.completed_at IS NULL""",
-        tenant_id,
-        [k for k, _ in keys],
-        [e for _, e in keys],
+           FROM unnest($1::text[], $2::text[], $3::uuid[]) AS failed (tenant_id, idempotency_key, event_id)
+           WHERE k.tenant_id = failed.tenant_id AND k.idempotency_key = failed.idempotency_key
+             AND k.event_id = failed.event_id AND k.completed_at IS NULL""",
+        [c.tenant_id for c in failed],
+        [c.key for c in failed],
+        [c.event_id for c in failed],
     )
+
+
+async def purge_expired_keys(pool: asyncpg.Pool, limit: int) -> int:
+    """Delete up to ``limit`` expired keys; concurrent purgers (other replicas) skip each other's rows."""
+    status: str = await pool.execute(
+        """DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM idempotency_keys WHERE expires_at <= clock_timestamp()
+             LIMIT $1 FOR UPDATE SKIP LOCKED))""",
+        limit,
+    )
+    return int(status.split()[-1])
