@@ -76,12 +76,22 @@ def row(tenant: str) -> store.NewRow:
 async def test_delete_before_arrival_keeps_the_late_event_gone(pool: Pool) -> None:
     tenant = f"late-{uuid.uuid4().hex[:6]}"
     late, other = row(tenant), row(tenant)
-    await store.delete_inflight_event(pool, tenant, late.event_id, late.created_at)
+    await store.delete_events(pool, tenant, [late.event_id], [(late.event_id, late.created_at)])
     async with pool.acquire() as conn, conn.transaction():
         assert await store.insert_events(conn, [late, other]) == 1
     assert (await store.get_event(pool, tenant, late.event_id)).status == "deleted"  # type: ignore[union-attr]
     pending = await store.list_pending(pool, tenant, store.InboxFilter(), None, 10)
     assert [r.event_id for r in pending] == [other.event_id]
+
+
+async def test_a_foreign_delete_before_arrival_does_not_hide_the_owners_event(pool: Pool) -> None:
+    owner, intruder = f"own-{uuid.uuid4().hex[:6]}", f"int-{uuid.uuid4().hex[:6]}"
+    event = row(owner)
+    await store.delete_events(pool, intruder, [event.event_id], [(event.event_id, event.created_at)])
+    async with pool.acquire() as conn, conn.transaction():
+        assert await store.insert_events(conn, [event, event]) == 1  # the same record twice in one batch, too
+    assert (await store.get_event(pool, owner, event.event_id)).status == "pending"  # type: ignore[union-attr]
+    assert await store.get_event(pool, intruder, event.event_id) is None
 
 
 async def test_redelivered_batch_inserts_nothing_new(pool: Pool) -> None:
@@ -99,11 +109,11 @@ async def test_foreign_tenant_cannot_delete_in_flight_event(pool: Pool) -> None:
     event = row(owner)
     async with pool.acquire() as conn, conn.transaction():
         await store.insert_events(conn, [event])
-    await store.delete_inflight_event(pool, intruder, event.event_id, event.created_at)
-    await store.delete_event(pool, intruder, event.event_id)
+    await store.delete_events(pool, intruder, [event.event_id], [(event.event_id, event.created_at)])
+    await store.delete_events(pool, intruder, [event.event_id], [])
     assert (await store.get_event(pool, owner, event.event_id)).status == "pending"  # type: ignore[union-attr]
     assert await store.get_event(pool, intruder, event.event_id) is None
-    assert await store.ack_event(pool, intruder, event.event_id) is None
+    assert await store.ack_events(pool, intruder, [event.event_id]) == {}
 
 
 async def test_pending_page_uses_the_partial_index(pool: Pool) -> None:

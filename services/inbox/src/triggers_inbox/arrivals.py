@@ -9,26 +9,35 @@ from typing import Any
 
 import asyncpg
 
-from triggers_inbox.store import NOTIFY_CHANNEL
+from triggers_inbox.store import NOTIFY_CHANNEL, decode_tenants
 
 log = logging.getLogger("triggers.inbox.arrivals")
 
 
 class Arrivals:
-    """LISTENs on the inbox channel; every committed consumer batch ends the current wait generation."""
+    """LISTENs on the inbox channel. Each committed consumer batch notifies with the tenants it wrote (or
+    with nothing, meaning "anyone"), and ends those tenants' current wait generation."""
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._generation = asyncio.Event()
+        self._generations: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def current(self) -> asyncio.Event:
+    def current(self, tenant_id: str) -> asyncio.Event:
         """Take this *before* checking the database, then wait on it: no arrival can slip in between."""
-        return self._generation
+        generation = self._generations.get(tenant_id)
+        if generation is None:
+            generation = self._generations[tenant_id] = asyncio.Event()
+        return generation
 
-    def _arrived(self, *_: Any) -> None:
-        done, self._generation = self._generation, asyncio.Event()
-        done.set()
+    def _arrived(self, _conn: Any = None, _pid: int = 0, _channel: str = "", payload: object = "") -> None:
+        tenants = decode_tenants(payload if isinstance(payload, str) else "")
+        if tenants is None:
+            woken, self._generations = list(self._generations.values()), {}
+        else:
+            woken = [g for g in (self._generations.pop(t, None) for t in tenants) if g is not None]
+        for generation in woken:
+            generation.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="inbox-arrivals")

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.errors import Conflict, InvalidParameter, NotFound
+from triggers_common.errors import (
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    TriggersError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from triggers_common.http import encode, json_response, request_id
-from triggers_common.models import format_timestamp, utc_now, uuid7_time
+from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
@@ -25,9 +34,13 @@ from triggers_inbox.store import EventRow, InboxFilter
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
+MAX_WAIT_S = 30.0
 _MAX_FILTER = 100
+_MAX_METADATA_VALUE = 1000
+_SPACED_OFFSET = re.compile(r"(\d) (\d{2}(?::?\d{2})?)$")  # a "+02:00" offset whose "+" became a space in the URL
 # An unknown id is remembered as deleted only if it could still be in flight: a UUIDv7 this recent.
 _INFLIGHT_DELETE_HORIZON = timedelta(hours=1)
+_MAX_BULK_BODY = 256 * 1024  # 1,000 ids take about 40 KiB
 
 
 class EventOut(msgspec.Struct):
@@ -71,11 +84,86 @@ class Deleted(msgspec.Struct):
     request_id: str
 
 
+class AckedItem(msgspec.Struct):
+    event_id: str
+    status: str
+    acknowledged_at: str
+    message: str
+
+
+class DeletedItem(msgspec.Struct):
+    event_id: str
+    message: str
+
+
+class ItemError(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ItemFailure(msgspec.Struct):
+    index: int
+    error: ItemError
+
+
+class BulkAcked(msgspec.Struct):
+    successful: list[AckedItem]
+    failed: list[ItemFailure]
+    request_id: str
+
+
+class BulkDeleted(msgspec.Struct):
+    successful: list[DeletedItem]
+    failed: list[ItemFailure]
+    request_id: str
+
+
+class EventIdsIn(msgspec.Struct):
+    event_ids: list[str]
+
+
+BULK_IDS_EXAMPLE = {"event_ids": ["01937f7c-5a3e-7a10-9c2b-3f1e2d4c5b6a", "01937f7c-5a3f-7b20-8d3c-4a2f3e5d6c7b"]}
+_ACKED = "Event acknowledged successfully"
+_DELETED = "Event deleted successfully"
+
+
 INBOX_QUERY = (
     Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1, "maximum": 100}),
     Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
     Param("source", "query", "Only events from this source", {"type": "string", "minLength": 1, "maxLength": 100}),
     Param("event_type", "query", "Only events of this type", {"type": "string", "minLength": 1, "maxLength": 100}),
+    Param("priority", "query", "Only events of this priority (no priority is normal)", {"enum": list(PRIORITIES)}),
+    Param(
+        "created_after",
+        "query",
+        "Only events created at or after this instant (ISO 8601; no offset means UTC; bad is 400)",
+        {"type": "string", "format": "date-time"},
+    ),
+    Param(
+        "created_before",
+        "query",
+        "Only events created at or before this instant (ISO 8601; no offset means UTC; bad is 400)",
+        {"type": "string", "format": "date-time"},
+    ),
+    Param(
+        "metadata_key",
+        "query",
+        "With metadata_value: only events whose top-level metadata field has this value (both or neither, else 400)",
+        {"type": "string", "minLength": 1, "maxLength": 100},
+    ),
+    Param(
+        "metadata_value",
+        "query",
+        "The value metadata_key must have: a string, or a number, true, false or null written as JSON",
+        {"type": "string", "maxLength": 1000},
+    ),
+    Param(
+        "wait",
+        "query",
+        "Long poll: if nothing matches yet, wait up to this many seconds (0..30) for the first match",
+        {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+    ),
 )
 
 
@@ -122,6 +210,134 @@ def _filter_value(params: Any, name: str) -> str | None:
     return str(value)
 
 
+def _instant(params: Any, name: str) -> datetime | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", raw.strip()))
+    except ValueError:
+        raise ValidationFailed.of(
+            [{"field": f"query.{name}", "message": "Must be an ISO 8601 instant", "type": "value_error"}]
+        ) from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _metadata_match(params: Any) -> tuple[bytes, ...]:
+    """The objects an event's metadata must contain one of: the value as a string, and as the JSON scalar it
+    spells if it is one (so metadata_value=5 finds both "5" and 5)."""
+    key, value = params.get("metadata_key"), params.get("metadata_value")
+    if key is None and value is None:
+        return ()
+    if key is None or value is None:
+        raise ValidationFailed.of(
+            [
+                {
+                    "field": "query.metadata_key",
+                    "message": "Give metadata_key and metadata_value together",
+                    "type": "value_error",
+                }
+            ]
+        )
+    if not key or len(key) > _MAX_FILTER or "\x00" in key:
+        raise ValidationFailed.of(
+            [
+                {
+                    "field": "query.metadata_key",
+                    "message": f"Must be 1..{_MAX_FILTER} characters, without NUL",
+                    "type": "value_error",
+                }
+            ]
+        )
+    if len(value) > _MAX_METADATA_VALUE or "\x00" in value:
+        raise ValidationFailed.of(
+            [
+                {
+                    "field": "query.metadata_value",
+                    "message": f"Must be at most {_MAX_METADATA_VALUE} characters, without NUL",
+                    "type": "value_error",
+                }
+            ]
+        )
+    candidates = [msgspec.json.encode({key: value})]
+    with contextlib.suppress(msgspec.DecodeError):
+        scalar = msgspec.json.decode(value)
+        if scalar is None or isinstance(scalar, bool | int | float):
+            candidates.append(msgspec.json.encode({key: scalar}))
+    return tuple(candidates)
+
+
+def _wait_seconds(raw: str | None) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_S:  # NaN fails this too
+        raise _bad_param("query.wait", f"Must be a number of seconds from 0 to {MAX_WAIT_S:g}")
+    return seconds
+
+
+def inbox_filter(params: Any) -> InboxFilter:
+    """The filters of GET /v1/inbox, validated: 422 for a bad value, 400 for bad instants or a lone metadata
+    parameter (as the contract says)."""
+    priority = params.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise _bad_param("query.priority", "Must be one of low, normal, high")
+    where = InboxFilter(
+        source=_filter_value(params, "source"),
+        event_type=_filter_value(params, "event_type"),
+        priority=priority,
+        created_after=_instant(params, "created_after"),
+        created_before=_instant(params, "created_before"),
+        metadata=_metadata_match(params),
+    )
+    if where.created_after and where.created_before and where.created_after > where.created_before:
+        raise ValidationFailed.of(
+            [{"field": "query.created_after", "message": "Is later than created_before", "type": "value_error"}]
+        )
+    return where
+
+
+def parse_event_ids(body: bytes, content_type: str | None, max_items: int) -> list[uuid.UUID | TriggersError]:
+    """The ids of a bulk request, each parsed alone: a bad one is that item's 400, the others go on.
+    A malformed envelope (not JSON, no ``event_ids`` list, empty, too long) is a 400 for the whole request."""
+    if (content_type or "").split(";", 1)[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
+    try:
+        envelope = _decode_envelope(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValidationFailed.of([{"field": "body", "message": str(exc), "type": "value_error"}]) from None
+    raw_ids = envelope.get("event_ids") if isinstance(envelope, dict) else None
+    if not isinstance(raw_ids, list) or not 1 <= len(raw_ids) <= max_items:
+        raise ValidationFailed.of(
+            [
+                {
+                    "field": "body.event_ids",
+                    "message": f"Must be a list of 1 to {max_items} event ids",
+                    "type": "value_error",
+                }
+            ]
+        )
+    ids: list[uuid.UUID | TriggersError] = []
+    for index, raw in enumerate(raw_ids):
+        try:
+            if not isinstance(raw, str):
+                raise ValueError
+            ids.append(uuid.UUID(raw))
+        except ValueError:
+            ids.append(
+                ValidationFailed.of(
+                    [{"field": f"body.event_ids.{index}", "message": "Must be a UUID", "type": "value_error"}]
+                )
+            )
+    return ids
+
+
+_decode_envelope = msgspec.json.Decoder(Any).decode
+
+
 def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandler]:
     settings = rt.settings
     window = timedelta(seconds=settings.read_your_writes_window_s)
@@ -136,7 +352,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     async def find(tenant_id: str, event_id: uuid.UUID) -> EventRow | None:
         """Read-your-writes: an event the gateway accepted moments ago is waited for, not reported missing."""
         while True:
-            arrived = arrivals.current()
+            arrived = arrivals.current(tenant_id)
             row = await store.get_event(rt.pool, tenant_id, event_id)
             if row is not None or not in_flight(event_id):
                 return row
@@ -158,16 +374,25 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         "/v1/inbox",
         tags=["inbox"],
         summary="Pending events of the caller's tenant, oldest first",
-        opt={"doc": Doc(params=INBOX_QUERY, response=InboxPage, errors=(422,))},
+        opt={"doc": Doc(params=INBOX_QUERY, response=InboxPage, errors=(400, 422))},
     )
     async def list_inbox(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
         params = request.query_params
         limit = _limit(params.get("limit"))
-        where = InboxFilter(source=_filter_value(params, "source"), event_type=_filter_value(params, "event_type"))
+        where = inbox_filter(params)
+        wait = _wait_seconds(params.get("wait"))
         cursor = params.get("cursor")
         after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
-        rows = await store.list_pending(rt.pool, principal.tenant_id, where, after, limit + 1)
+        deadline = time.monotonic() + wait
+        while True:
+            arrived = arrivals.current(principal.tenant_id)
+            rows = await store.list_pending(rt.pool, principal.tenant_id, where, after, limit + 1)
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):  # woken by each of the tenant's arrivals, then look again
+                await asyncio.wait_for(arrived.wait(), remaining)
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -197,6 +422,50 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         body = EventResponse(**msgspec.structs.asdict(out), request_id=request_id(request))
         return json_response(encode(body))
 
+    def already_acked(event_id: uuid.UUID, acknowledged_at: datetime | None) -> Conflict:
+        return Conflict(
+            f"Event {event_id} is already acknowledged",
+            {
+                "event_id": str(event_id),
+                "current_status": "acknowledged",
+                "acknowledged_at": format_timestamp(acknowledged_at) if acknowledged_at else None,
+            },
+        )
+
+    async def ack(tenant_id: str, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime | TriggersError]:
+        """Acknowledge each event: when, or why not (404, 409). Events still in flight are waited for."""
+        answers: dict[uuid.UUID, datetime | TriggersError] = {}
+        todo = list(dict.fromkeys(event_ids))
+        while todo:
+            arrived = arrivals.current(tenant_id)
+            found = await store.ack_events(rt.pool, tenant_id, todo)
+            again: list[uuid.UUID] = []
+            for eid in todo:
+                outcome, at = found.get(eid, ("absent", None))
+                if outcome == "acked" and at is not None:
+                    answers[eid] = at
+                elif outcome == "acknowledged":
+                    answers[eid] = already_acked(eid, at)
+                elif outcome == "pending" or (outcome == "absent" and in_flight(eid)):
+                    again.append(eid)  # held by another statement, or still between Kafka and Postgres
+                else:
+                    answers[eid] = not_found(eid)
+            todo = again
+            late = [eid for eid in todo if eid not in found]
+            if late:
+                await _wait(arrived, max(late, key=lambda eid: eid.int))
+        return answers
+
+    async def delete_many(tenant_id: str, event_ids: list[uuid.UUID]) -> None:
+        now = utc_now()
+        in_flight_ids = []
+        for eid in dict.fromkeys(event_ids):
+            born = uuid7_time(eid)
+            # An unknown id is remembered as deleted only if it could still be in flight: a recent UUIDv7.
+            if born is not None and now - _INFLIGHT_DELETE_HORIZON <= born <= now + window:
+                in_flight_ids.append((eid, born))
+        await store.delete_events(rt.pool, tenant_id, event_ids, in_flight_ids)
+
     @post(
         "/v1/events/{event_id:str}/ack",
         status_code=200,
@@ -207,33 +476,10 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     async def ack_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
         eid = parse_event_id(event_id)
-        while True:
-            arrived = arrivals.current()
-            acked_at = await store.ack_event(rt.pool, principal.tenant_id, eid)
-            if acked_at is not None:
-                break
-            state = await store.event_state(rt.pool, principal.tenant_id, eid)
-            if state is not None and state[0] == "acknowledged":
-                raise Conflict(
-                    f"Event {eid} is already acknowledged",
-                    {
-                        "event_id": str(eid),
-                        "current_status": "acknowledged",
-                        "acknowledged_at": format_timestamp(state[1]) if state[1] else None,
-                    },
-                )
-            if state is None and in_flight(eid):
-                await _wait(arrived, eid)
-            elif state is None or state[0] == "deleted":
-                raise not_found(eid)
-            # still 'pending': it arrived between the two statements, so the ack is simply tried again
-        body = Acked(
-            str(eid),
-            "acknowledged",
-            format_timestamp(acked_at),
-            "Event acknowledged successfully",
-            request_id(request),
-        )
+        answer = (await ack(principal.tenant_id, [eid]))[eid]
+        if isinstance(answer, TriggersError):
+            raise answer
+        body = Acked(str(eid), "acknowledged", format_timestamp(answer), _ACKED, request_id(request))
         return json_response(encode(body))
 
     @delete(
@@ -246,12 +492,57 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     async def delete_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
         eid = parse_event_id(event_id)
-        born = uuid7_time(eid)
-        if born is not None and utc_now() - _INFLIGHT_DELETE_HORIZON <= born <= utc_now() + window:
-            await store.delete_inflight_event(rt.pool, principal.tenant_id, eid, born)
-        else:
-            await store.delete_event(rt.pool, principal.tenant_id, eid)
-        body = Deleted(str(eid), "Event deleted successfully", request_id(request))
-        return json_response(encode(body))
+        await delete_many(principal.tenant_id, [eid])
+        return json_response(encode(Deleted(str(eid), _DELETED, request_id(request))))
 
-    return [list_inbox, get_event, ack_event, delete_event]
+    def failure(index: int, error: TriggersError) -> ItemFailure:
+        return ItemFailure(index, ItemError(error.code, error.message, error.details))
+
+    @post(
+        "/v1/events/bulk/ack",
+        status_code=200,
+        tags=["events"],
+        summary="Acknowledge up to 1,000 events in one statement (partial success)",
+        description="Each id succeeds or fails alone: `failed` holds NOT_FOUND, CONFLICT (already acknowledged, "
+        "also for a repeat of an id earlier in the same request) or VALIDATION_ERROR (not a UUID), by index.",
+        request_max_body_size=_MAX_BULK_BODY,
+        opt={"doc": Doc(body=EventIdsIn, body_example=BULK_IDS_EXAMPLE, response=BulkAcked, errors=(400, 413, 415))},
+    )
+    async def bulk_ack(request: Request[Any, Any, Any]) -> Response[bytes]:
+        principal = await caller(request)
+        items = parse_event_ids(await request.body(), request.headers.get("content-type"), settings.bulk_max_items)
+        answers = await ack(principal.tenant_id, [i for i in items if isinstance(i, uuid.UUID)])
+        successful: list[AckedItem] = []
+        failed: list[ItemFailure] = []
+        seen: set[uuid.UUID] = set()
+        for index, item in enumerate(items):
+            if isinstance(item, TriggersError):
+                failed.append(failure(index, item))
+                continue
+            answer = answers[item]
+            if isinstance(answer, datetime) and item in seen:
+                answer = already_acked(item, answer)  # the same id again: acknowledged a moment ago, above
+            seen.add(item)
+            if isinstance(answer, TriggersError):
+                failed.append(failure(index, answer))
+            else:
+                successful.append(AckedItem(str(item), "acknowledged", format_timestamp(answer), _ACKED))
+        return json_response(encode(BulkAcked(successful, failed, request_id(request))))
+
+    @delete(
+        "/v1/events/bulk",
+        status_code=200,
+        tags=["events"],
+        summary="Delete up to 1,000 events in one statement (unknown ids count as deleted)",
+        request_max_body_size=_MAX_BULK_BODY,
+        opt={"doc": Doc(body=EventIdsIn, body_example=BULK_IDS_EXAMPLE, response=BulkDeleted, errors=(400, 413, 415))},
+    )
+    async def bulk_delete(request: Request[Any, Any, Any]) -> Response[bytes]:
+        principal = await caller(request)
+        items = parse_event_ids(await request.body(), request.headers.get("content-type"), settings.bulk_max_items)
+        await delete_many(principal.tenant_id, [i for i in items if isinstance(i, uuid.UUID)])
+        successful = [DeletedItem(str(i), _DELETED) for i in items if isinstance(i, uuid.UUID)]
+        failed = [failure(index, i) for index, i in enumerate(items) if isinstance(i, TriggersError)]
+        return json_response(encode(BulkDeleted(successful, failed, request_id(request))))
+
+    return [list_inbox, get_event, ack_event, delete_event, bulk_ack, bulk_delete]
