@@ -132,8 +132,10 @@ async def test_one_limit_across_two_replicas(replicas: list[Server], pool: Pool)
             await c.aclose()
     accepted = sum(r.status_code == 201 for r in responses)
     assert {r.status_code for r in responses} <= {201, 429}
-    expected = limit + limit / 60 * elapsed  # the bucket, plus what refilled while the test ran
-    assert 0.9 * expected <= accepted <= 1.1 * expected, (accepted, expected)
+    # All of the bucket is usable through either replica; at most the bucket plus what refilled while the test
+    # ran gets through (how much of the refill is used depends on when the last requests happen to be served).
+    most = limit + limit / 60 * elapsed
+    assert 0.9 * limit <= accepted <= 1.1 * most, (accepted, limit, most)
     by_replica = [sum(r.status_code == 201 for r in responses[i::2]) for i in range(2)]
     assert min(by_replica) > 0.3 * accepted  # both replicas drew from the one bucket
 
