@@ -1,10 +1,11 @@
 import msgspec
 import pytest
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from triggers_common.http import require_json
 from triggers_common.models import new_event_id
 from triggers_ingest.publish import to_record
 from triggers_ingest.routes import traceparent
-from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, request_hash, require_json
+from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, request_hash
 
 LIMIT = 409_600
 

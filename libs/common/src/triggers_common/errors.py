@@ -38,6 +38,11 @@ class ValidationFailed(TriggersError):
     def of(cls, errors: list[dict[str, str]], message: str | None = None) -> Self:
         return cls(message, {"validation_errors": errors})
 
+    @classmethod
+    def field(cls, field: str, message: str, summary: str | None = None) -> Self:
+        """The error for one bad field (``body.items.3.source``, ``query.limit``, ...)."""
+        return cls.of([{"field": field, "message": message, "type": "value_error"}], summary)
+
 
 class InvalidParameter(ValidationFailed):
     """A path or query parameter failed validation."""
@@ -105,3 +110,20 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
+
+
+class BulkErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class BulkFailure(msgspec.Struct):
+    """One failed item of a bulk request, by its index in the request."""
+
+    index: int
+    error: BulkErrorBody
+
+    @classmethod
+    def of(cls, index: int, error: TriggersError) -> BulkFailure:
+        return cls(index, BulkErrorBody(error.code, error.message, error.details))

@@ -27,6 +27,7 @@ from triggers_common.errors import (
     NotFound,
     PayloadTooLarge,
     TriggersError,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from triggers_common.models import format_timestamp, utc_now
@@ -62,6 +63,16 @@ def request_id(scope: Scope | Request[Any, Any, Any]) -> str:
         rid = rid[:_MAX_REQUEST_ID] if rid else str(uuid.uuid4())
         s[_REQUEST_ID] = rid
     return rid
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json`` from ``Application/JSON; charset=utf-8``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def require_json(content_type: str | None) -> None:
+    if media_type(content_type) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
 
 
 def header(scope: Any, name: bytes) -> str | None:

@@ -43,7 +43,4 @@ def decode_cursor(secret: bytes, tenant_id: str, cursor: str) -> tuple[datetime,
         micros, event_hex = msgspec.json.decode(body, type=tuple[int, str])
         return _EPOCH + timedelta(microseconds=micros), uuid.UUID(hex=event_hex)
     except (ValueError, msgspec.DecodeError) as exc:
-        raise InvalidParameter.of(
-            [{"field": "query.cursor", "message": "Invalid or tampered cursor", "type": "value_error"}],
-            "Invalid cursor",
-        ) from exc
+        raise InvalidParameter.field("query.cursor", "Invalid or tampered cursor", "Invalid cursor") from exc

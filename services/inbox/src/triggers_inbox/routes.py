@@ -14,15 +14,8 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.errors import (
-    Conflict,
-    InvalidParameter,
-    NotFound,
-    TriggersError,
-    UnsupportedMediaType,
-    ValidationFailed,
-)
-from triggers_common.http import encode, json_response, request_id
+from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
+from triggers_common.http import encode, json_response, request_id, require_json
 from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
@@ -96,26 +89,15 @@ class DeletedItem(msgspec.Struct):
     message: str
 
 
-class ItemError(msgspec.Struct):
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class ItemFailure(msgspec.Struct):
-    index: int
-    error: ItemError
-
-
 class BulkAcked(msgspec.Struct):
     successful: list[AckedItem]
-    failed: list[ItemFailure]
+    failed: list[BulkFailure]
     request_id: str
 
 
 class BulkDeleted(msgspec.Struct):
     successful: list[DeletedItem]
-    failed: list[ItemFailure]
+    failed: list[BulkFailure]
     request_id: str
 
 
@@ -180,15 +162,11 @@ def _out(row: EventRow) -> EventOut:
     )
 
 
-def _bad_param(field: str, message: str) -> InvalidParameter:
-    return InvalidParameter.of([{"field": field, "message": message, "type": "value_error"}])
-
-
 def parse_event_id(raw: str) -> uuid.UUID:
     try:
         event_id = uuid.UUID(raw)
     except ValueError:
-        raise _bad_param("path.event_id", "Must be a UUID") from None
+        raise InvalidParameter.field("path.event_id", "Must be a UUID") from None
     return event_id
 
 
@@ -196,7 +174,7 @@ def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _bad_param("query.limit", f"Must be an integer from 1 to {MAX_LIMIT}")
+        raise InvalidParameter.field("query.limit", f"Must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
@@ -206,7 +184,7 @@ def _filter_value(params: Any, name: str) -> str | None:
         return None
     value = value.strip()
     if not value or len(value) > _MAX_FILTER or "\x00" in value:
-        raise _bad_param(f"query.{name}", f"Must be 1..{_MAX_FILTER} characters, without NUL")
+        raise InvalidParameter.field(f"query.{name}", f"Must be 1..{_MAX_FILTER} characters, without NUL")
     return str(value)
 
 
@@ -217,9 +195,7 @@ def _instant(params: Any, name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", raw.strip()))
     except ValueError:
-        raise ValidationFailed.of(
-            [{"field": f"query.{name}", "message": "Must be an ISO 8601 instant", "type": "value_error"}]
-        ) from None
+        raise ValidationFailed.field(f"query.{name}", "Must be an ISO 8601 instant") from None
     return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
@@ -230,34 +206,12 @@ def _metadata_match(params: Any) -> tuple[bytes, ...]:
     if key is None and value is None:
         return ()
     if key is None or value is None:
-        raise ValidationFailed.of(
-            [
-                {
-                    "field": "query.metadata_key",
-                    "message": "Give metadata_key and metadata_value together",
-                    "type": "value_error",
-                }
-            ]
-        )
+        raise ValidationFailed.field("query.metadata_key", "Give metadata_key and metadata_value together")
     if not key or len(key) > _MAX_FILTER or "\x00" in key:
-        raise ValidationFailed.of(
-            [
-                {
-                    "field": "query.metadata_key",
-                    "message": f"Must be 1..{_MAX_FILTER} characters, without NUL",
-                    "type": "value_error",
-                }
-            ]
-        )
+        raise ValidationFailed.field("query.metadata_key", f"Must be 1..{_MAX_FILTER} characters, without NUL")
     if len(value) > _MAX_METADATA_VALUE or "\x00" in value:
-        raise ValidationFailed.of(
-            [
-                {
-                    "field": "query.metadata_value",
-                    "message": f"Must be at most {_MAX_METADATA_VALUE} characters, without NUL",
-                    "type": "value_error",
-                }
-            ]
+        raise ValidationFailed.field(
+            "query.metadata_value", f"Must be at most {_MAX_METADATA_VALUE} characters, without NUL"
         )
     candidates = [msgspec.json.encode({key: value})]
     with contextlib.suppress(msgspec.DecodeError):
@@ -275,7 +229,7 @@ def _wait_seconds(raw: str | None) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= MAX_WAIT_S:  # NaN fails this too
-        raise _bad_param("query.wait", f"Must be a number of seconds from 0 to {MAX_WAIT_S:g}")
+        raise InvalidParameter.field("query.wait", f"Must be a number of seconds from 0 to {MAX_WAIT_S:g}")
     return seconds
 
 
@@ -284,7 +238,7 @@ def inbox_filter(params: Any) -> InboxFilter:
     parameter (as the contract says)."""
     priority = params.get("priority")
     if priority is not None and priority not in PRIORITIES:
-        raise _bad_param("query.priority", "Must be one of low, normal, high")
+        raise InvalidParameter.field("query.priority", "Must be one of low, normal, high")
     where = InboxFilter(
         source=_filter_value(params, "source"),
         event_type=_filter_value(params, "event_type"),
@@ -294,32 +248,21 @@ def inbox_filter(params: Any) -> InboxFilter:
         metadata=_metadata_match(params),
     )
     if where.created_after and where.created_before and where.created_after > where.created_before:
-        raise ValidationFailed.of(
-            [{"field": "query.created_after", "message": "Is later than created_before", "type": "value_error"}]
-        )
+        raise ValidationFailed.field("query.created_after", "Is later than created_before")
     return where
 
 
 def parse_event_ids(body: bytes, content_type: str | None, max_items: int) -> list[uuid.UUID | TriggersError]:
     """The ids of a bulk request, each parsed alone: a bad one is that item's 400, the others go on.
     A malformed envelope (not JSON, no ``event_ids`` list, empty, too long) is a 400 for the whole request."""
-    if (content_type or "").split(";", 1)[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
+    require_json(content_type)
     try:
         envelope = _decode_envelope(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ValidationFailed.of([{"field": "body", "message": str(exc), "type": "value_error"}]) from None
+        raise ValidationFailed.field("body", str(exc)) from None
     raw_ids = envelope.get("event_ids") if isinstance(envelope, dict) else None
     if not isinstance(raw_ids, list) or not 1 <= len(raw_ids) <= max_items:
-        raise ValidationFailed.of(
-            [
-                {
-                    "field": "body.event_ids",
-                    "message": f"Must be a list of 1 to {max_items} event ids",
-                    "type": "value_error",
-                }
-            ]
-        )
+        raise ValidationFailed.field("body.event_ids", f"Must be a list of 1 to {max_items} event ids")
     ids: list[uuid.UUID | TriggersError] = []
     for index, raw in enumerate(raw_ids):
         try:
@@ -327,11 +270,7 @@ def parse_event_ids(body: bytes, content_type: str | None, max_items: int) -> li
                 raise ValueError
             ids.append(uuid.UUID(raw))
         except ValueError:
-            ids.append(
-                ValidationFailed.of(
-                    [{"field": f"body.event_ids.{index}", "message": "Must be a UUID", "type": "value_error"}]
-                )
-            )
+            ids.append(ValidationFailed.field(f"body.event_ids.{index}", "Must be a UUID"))
     return ids
 
 
@@ -495,9 +434,6 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         await delete_many(principal.tenant_id, [eid])
         return json_response(encode(Deleted(str(eid), _DELETED, request_id(request))))
 
-    def failure(index: int, error: TriggersError) -> ItemFailure:
-        return ItemFailure(index, ItemError(error.code, error.message, error.details))
-
     @post(
         "/v1/events/bulk/ack",
         status_code=200,
@@ -513,18 +449,18 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         items = parse_event_ids(await request.body(), request.headers.get("content-type"), settings.bulk_max_items)
         answers = await ack(principal.tenant_id, [i for i in items if isinstance(i, uuid.UUID)])
         successful: list[AckedItem] = []
-        failed: list[ItemFailure] = []
+        failed: list[BulkFailure] = []
         seen: set[uuid.UUID] = set()
         for index, item in enumerate(items):
             if isinstance(item, TriggersError):
-                failed.append(failure(index, item))
+                failed.append(BulkFailure.of(index, item))
                 continue
             answer = answers[item]
             if isinstance(answer, datetime) and item in seen:
                 answer = already_acked(item, answer)  # the same id again: acknowledged a moment ago, above
             seen.add(item)
             if isinstance(answer, TriggersError):
-                failed.append(failure(index, answer))
+                failed.append(BulkFailure.of(index, answer))
             else:
                 successful.append(AckedItem(str(item), "acknowledged", format_timestamp(answer), _ACKED))
         return json_response(encode(BulkAcked(successful, failed, request_id(request))))
@@ -542,7 +478,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         items = parse_event_ids(await request.body(), request.headers.get("content-type"), settings.bulk_max_items)
         await delete_many(principal.tenant_id, [i for i in items if isinstance(i, uuid.UUID)])
         successful = [DeletedItem(str(i), _DELETED) for i in items if isinstance(i, uuid.UUID)]
-        failed = [failure(index, i) for index, i in enumerate(items) if isinstance(i, TriggersError)]
+        failed = [BulkFailure.of(index, i) for index, i in enumerate(items) if isinstance(i, TriggersError)]
         return json_response(encode(BulkDeleted(successful, failed, request_id(request))))
 
     return [list_inbox, get_event, ack_event, delete_event, bulk_ack, bulk_delete]

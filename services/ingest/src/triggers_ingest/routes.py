@@ -10,8 +10,8 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Counter, Histogram
-from triggers_common.errors import PayloadTooLarge, TriggersError, ValidationFailed
-from triggers_common.http import encode, header, json_response, request_id
+from triggers_common.errors import BulkFailure, PayloadTooLarge, TriggersError, ValidationFailed
+from triggers_common.http import encode, header, json_response, media_type, request_id, require_json
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
@@ -20,12 +20,10 @@ from triggers_ingest.validation import (
     CLOUDEVENTS_JSON,
     NewEvent,
     idempotency_header,
-    media_type,
     parse_binary_cloudevent,
     parse_bulk,
     parse_event,
     parse_structured_cloudevent,
-    require_json,
 )
 
 INGESTED = Counter("triggers_ingest_events_total", "Events accepted (answered 201), replays included")
@@ -54,17 +52,6 @@ class BulkSuccess(msgspec.Struct):
     status: str
     message: str
     replayed: bool
-
-
-class BulkErrorBody(msgspec.Struct):
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class BulkFailure(msgspec.Struct):
-    index: int
-    error: BulkErrorBody
 
 
 class BulkBody(msgspec.Struct):
@@ -213,7 +200,7 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
             try:
                 valid.append((index, parse_event(bytes(raw), settings.max_payload_bytes, f"body.items.{index}")))
             except (ValidationFailed, PayloadTooLarge) as exc:
-                failed.append(BulkFailure(index, BulkErrorBody(exc.code, exc.message, exc.details)))
+                failed.append(BulkFailure.of(index, exc))
         answers = await publisher.publish(principal.tenant_id, [e for _, e in valid], traceparent(request.scope))
         successful: list[BulkSuccess] = []
         for (index, _), answer in zip(valid, answers, strict=True):
@@ -224,7 +211,7 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
                     )
                 )
             else:
-                failed.append(BulkFailure(index, BulkErrorBody(answer.code, answer.message, answer.details)))
+                failed.append(BulkFailure.of(index, answer))
         failed.sort(key=lambda f: f.index)
         INGESTED.inc(len(successful))
         _BULK_SECONDS.observe(time.perf_counter() - started)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from triggers_common.http import media_type
 from triggers_common.models import PRIORITIES
 
 T = TypeVar("T")
@@ -41,11 +42,6 @@ _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _AT = re.compile(r" - at `\$(.*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(.+)`")
 _MISSING = re.compile(r"^Object missing required field `(.+)`")
-
-
-def require_json(content_type: str | None) -> None:
-    if media_type(content_type) != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
 
 
 def _malformed(exc: Exception) -> str:
@@ -219,10 +215,6 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 _CE_CORE = ("specversion", "id", "source", "type")
 _CE_DROPPED = {"data", "data_base64", "datacontenttype", "dataschema"}
 _decode_attributes = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
-
-
-def media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def _cloudevent(attributes: dict[str, Any], data: bytes | None, max_payload_bytes: int, at: str) -> NewEvent:
