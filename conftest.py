@@ -114,6 +114,7 @@ async def test_env(stack: Stack) -> AsyncIterator[dict[str, str]]:
         "TRIGGERS_DEADLETTER_TOPIC": f"test-{run}.deadletter",
         "TRIGGERS_CONSUMER_GROUP_PREFIX": f"test-{run}",
         "TRIGGERS_LOG_LEVEL": "INFO",
+        "TRIGGERS_INBOX_STATS_INTERVAL_S": "1",  # the inbox gauges refresh fast enough to be tested
     }
     try:
         yield env

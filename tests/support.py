@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
+from aiokafka import AIOKafkaConsumer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_KEY = "test-api-key-12345"
@@ -32,6 +34,26 @@ async def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning (``(key, json value)``), read until ``done`` says so."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+
+        async def complete() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            records.extend((m.key, msgspec.json.decode(m.value)) for msgs in batch.values() for m in msgs)
+            return done(records)
+
+        await wait_until(complete, timeout=timeout, what=f"the expected records on {topic}")
+    finally:
+        await consumer.stop()
+    return records
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ControllerRouterHandler, Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from triggers_common.errors import (
     ErrorBody,
@@ -149,12 +150,28 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return json_response(encode(body), err.status_code, err.headers or None)
 
 
+_collectors: list[Collector] = []
+
+
+def register_collector(collector: Collector) -> None:
+    """Add a collector whose numbers are the same in every worker (e.g. read from the database) to /metrics."""
+    _collectors.append(collector)
+    REGISTRY.register(collector)
+
+
+def unregister_collector(collector: Collector) -> None:
+    _collectors.remove(collector)
+    REGISTRY.unregister(collector)
+
+
 def _registry() -> CollectorRegistry:
     """The process's own metrics, or every worker's when they run side by side (multiprocess mode)."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return REGISTRY
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    for collector in _collectors:
+        registry.register(collector)
     return registry
 
 

@@ -22,10 +22,14 @@ class Periodic:
     A failed run is logged and the next one happens on schedule: a database outage never stops the job.
     """
 
-    def __init__(self, name: str, interval_s: float, work: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self, name: str, interval_s: float, work: Callable[[], Awaitable[object]], *, run_first: bool = False
+    ) -> None:
         self.name = name
         self._interval_s = interval_s
         self._work = work
+        self._run_first = run_first
+        """Run once right at start, then on schedule."""
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -38,8 +42,11 @@ class Periodic:
                 await self._task
 
     async def _loop(self) -> None:
+        first = self._run_first
         while True:
-            await asyncio.sleep(self._interval_s * random.uniform(0.9, 1.1))
+            if not first:
+                await asyncio.sleep(self._interval_s * random.uniform(0.9, 1.1))
+            first = False
             try:
                 await self._work()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

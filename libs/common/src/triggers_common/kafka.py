@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from triggers_common.errors import ServiceUnavailable
 from triggers_common.settings import Settings
@@ -55,6 +55,12 @@ TRANSACTION_REQUESTS = Histogram(
     "triggers_kafka_transaction_requests",
     "Requests committed together in one transaction (group commit)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+LAG = Gauge(
+    "triggers_consumer_lag_records",
+    "Committed records not yet consumed, per partition (last stable offset minus the group's position)",
+    ["group", "partition"],
+    multiprocess_mode="livemostrecent",  # the partition's current owner writes it most often
 )
 DEADLETTERED = Counter("triggers_consumer_deadlettered_total", "Records sent to the dead-letter topic", ["group"])
 
@@ -260,6 +266,7 @@ class BatchConsumer(Generic[T]):
                 if batches:
                     async with self._lock:
                         await self._process(batches)
+                await self._report_lag()
         finally:
             await self._consumer.stop()
 
@@ -305,6 +312,15 @@ class BatchConsumer(Generic[T]):
             log.warning("commit refused after a rebalance; the batch will be redelivered", extra={"group": self.group})
         self._batch_records.observe(len(good) + len(poison))
         self._batch_seconds.observe(time.perf_counter() - started)
+
+    async def _report_lag(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            end = self._consumer.last_stable_offset(tp)  # read_committed: open transactions do not count
+            if end is None:
+                continue  # nothing fetched from this partition yet
+            position = await self._consumer.position(tp)
+            LAG.labels(self.group, str(tp.partition)).set(max(end - position, 0))
 
     async def _deadletter(self, poison: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
         await self._producer.send_many(

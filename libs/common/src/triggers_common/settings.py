@@ -62,6 +62,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Most records the inbox consumer writes in one transaction."""
     read_your_writes_window_s: float = 10.0
     """How long after its creation an event not yet in the inbox is waited for instead of answering 404."""
+    inbox_max_leases: int = 5
+    """Leases an event gets without an ack; the next lease attempt quarantines it instead."""
+    inbox_acked_retention_s: float = 7 * 86_400.0
+    """How long acknowledged events are kept (from their ack) before the purge job removes them."""
+    inbox_pending_retention_s: float = 30 * 86_400.0
+    """How long unacknowledged (pending or quarantined) events and delete markers are kept (from creation)."""
+    inbox_purge_interval_s: float = 300.0
+    """How often the inbox component runs its retention purge (in batches of 1,000)."""
+    inbox_stats_interval_s: float = 15.0
+    """How often the inbox component refreshes the depth and oldest-pending-age gauges."""
 
     default_rate_limit: int = 1000
     """Requests per minute for a key without its own ``rate_limit``."""

@@ -6,25 +6,38 @@ import asyncio
 import contextlib
 from importlib.resources import files
 
-from triggers_common.http import Component
+from triggers_common.http import Component, register_collector, unregister_collector
+from triggers_common.jobs import Periodic
 from triggers_common.runtime import Runtime
 
 from triggers_inbox.arrivals import Arrivals
 from triggers_inbox.consumer import create_consumer
+from triggers_inbox.gauges import InboxGauges
+from triggers_inbox.retention import retention_job
 from triggers_inbox.routes import build_routes
+from triggers_inbox.status import StatusRelay
 
 
 def create_component(rt: Runtime) -> Component:
     arrivals = Arrivals(rt.settings.database_url)
     consumer = create_consumer(rt)
+    relay = StatusRelay(rt)
+    gauges = InboxGauges(rt)
+    jobs: list[StatusRelay | Periodic] = [relay, retention_job(rt), gauges.job]
     task: asyncio.Task[None] | None = None
 
     async def start() -> None:
         nonlocal task
         await arrivals.start()
         task = asyncio.create_task(consumer.run_forever(), name="inbox-consumer")
+        for job in jobs:
+            await job.start()
+        register_collector(gauges)
 
     async def stop() -> None:
+        unregister_collector(gauges)
+        for job in reversed(jobs):
+            await job.stop()
         await consumer.stop()
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):

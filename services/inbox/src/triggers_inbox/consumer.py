@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import asyncpg
 import msgspec
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Histogram
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import PRIORITIES, event_record_decoder, parse_timestamp
 from triggers_common.runtime import Runtime
@@ -15,6 +17,11 @@ from triggers_common.runtime import Runtime
 from triggers_inbox.store import NewRow, insert_events
 
 _decode_metadata = msgspec.json.Decoder(dict[str, Any]).decode
+WRITE_SECONDS = Histogram(
+    "triggers_inbox_write_seconds",
+    "Time to write one consumed batch to Postgres (one transaction)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 def decode_event(value: bytes) -> NewRow:
@@ -44,8 +51,10 @@ def decode_event(value: bytes) -> NewRow:
 def create_consumer(rt: Runtime) -> BatchConsumer[NewRow]:
     async def persist(batch: list[tuple[ConsumerRecord[Any, Any], NewRow]]) -> Rejected:
         try:
+            started = time.perf_counter()
             async with rt.pool.acquire() as conn, conn.transaction():
                 await insert_events(conn, [row for _, row in batch])
+            WRITE_SECONDS.observe(time.perf_counter() - started)
             return []
         except asyncpg.DataError:
             return await persist_one_by_one(batch)

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
+from prometheus_client import Histogram
 from triggers_common.auth import Principal
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
 from triggers_common.http import encode, json_response, request_id, require_json
@@ -24,6 +25,12 @@ from triggers_inbox import store
 from triggers_inbox.arrivals import Arrivals
 from triggers_inbox.cursor import decode_cursor, encode_cursor
 from triggers_inbox.store import EventRow, InboxFilter
+
+ACK_LATENCY = Histogram(
+    "triggers_inbox_ack_latency_seconds",
+    "Time from an event's creation to its acknowledgement",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+)
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -178,40 +185,45 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-def _filter_value(params: Any, name: str) -> str | None:
+def _bad_value(location: str) -> type[ValidationFailed]:
+    """A bad parameter value is 422 in a query string and 400 in a body (API.md section 1)."""
+    return InvalidParameter if location == "query" else ValidationFailed
+
+
+def _filter_value(params: Any, name: str, location: str) -> str | None:
     value = params.get(name)
     if value is None:
         return None
     value = value.strip()
     if not value or len(value) > _MAX_FILTER or "\x00" in value:
-        raise InvalidParameter.field(f"query.{name}", f"Must be 1..{_MAX_FILTER} characters, without NUL")
+        raise _bad_value(location).field(f"{location}.{name}", f"Must be 1..{_MAX_FILTER} characters, without NUL")
     return str(value)
 
 
-def _instant(params: Any, name: str) -> datetime | None:
+def _instant(params: Any, name: str, location: str) -> datetime | None:
     raw = params.get(name)
     if raw is None:
         return None
     try:
         moment = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", raw.strip()))
     except ValueError:
-        raise ValidationFailed.field(f"query.{name}", "Must be an ISO 8601 instant") from None
+        raise ValidationFailed.field(f"{location}.{name}", "Must be an ISO 8601 instant") from None
     return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def _metadata_match(params: Any) -> tuple[bytes, ...]:
+def _metadata_match(params: Any, location: str) -> tuple[bytes, ...]:
     """The objects an event's metadata must contain one of: the value as a string, and as the JSON scalar it
     spells if it is one (so metadata_value=5 finds both "5" and 5)."""
     key, value = params.get("metadata_key"), params.get("metadata_value")
     if key is None and value is None:
         return ()
     if key is None or value is None:
-        raise ValidationFailed.field("query.metadata_key", "Give metadata_key and metadata_value together")
+        raise ValidationFailed.field(f"{location}.metadata_key", "Give metadata_key and metadata_value together")
     if not key or len(key) > _MAX_FILTER or "\x00" in key:
-        raise ValidationFailed.field("query.metadata_key", f"Must be 1..{_MAX_FILTER} characters, without NUL")
+        raise ValidationFailed.field(f"{location}.metadata_key", f"Must be 1..{_MAX_FILTER} characters, without NUL")
     if len(value) > _MAX_METADATA_VALUE or "\x00" in value:
         raise ValidationFailed.field(
-            "query.metadata_value", f"Must be at most {_MAX_METADATA_VALUE} characters, without NUL"
+            f"{location}.metadata_value", f"Must be at most {_MAX_METADATA_VALUE} characters, without NUL"
         )
     candidates = [msgspec.json.encode({key: value})]
     with contextlib.suppress(msgspec.DecodeError):
@@ -233,22 +245,22 @@ def _wait_seconds(raw: str | None) -> float:
     return seconds
 
 
-def inbox_filter(params: Any) -> InboxFilter:
-    """The filters of GET /v1/inbox, validated: 422 for a bad value, 400 for bad instants or a lone metadata
-    parameter (as the contract says)."""
+def inbox_filter(params: Any, location: str = "query") -> InboxFilter:
+    """The filters of GET /v1/inbox (or of a lease's body), validated. In a query: 422 for a bad value, 400 for
+    bad instants or a lone metadata parameter (as the contract says); in a body: 400."""
     priority = params.get("priority")
     if priority is not None and priority not in PRIORITIES:
-        raise InvalidParameter.field("query.priority", "Must be one of low, normal, high")
+        raise _bad_value(location).field(f"{location}.priority", "Must be one of low, normal, high")
     where = InboxFilter(
-        source=_filter_value(params, "source"),
-        event_type=_filter_value(params, "event_type"),
+        source=_filter_value(params, "source", location),
+        event_type=_filter_value(params, "event_type", location),
         priority=priority,
-        created_after=_instant(params, "created_after"),
-        created_before=_instant(params, "created_before"),
-        metadata=_metadata_match(params),
+        created_after=_instant(params, "created_after", location),
+        created_before=_instant(params, "created_before", location),
+        metadata=_metadata_match(params, location),
     )
     if where.created_after and where.created_before and where.created_after > where.created_before:
-        raise ValidationFailed.field("query.created_after", "Is later than created_before")
+        raise ValidationFailed.field(f"{location}.created_after", "Is later than created_before")
     return where
 
 
@@ -371,29 +383,66 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
             },
         )
 
-    async def ack(tenant_id: str, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime | TriggersError]:
-        """Acknowledge each event: when, or why not (404, 409). Events still in flight are waited for."""
+    def not_held(event_id: uuid.UUID, lease_id: uuid.UUID, status: str) -> Conflict:
+        return Conflict(
+            f"Event {event_id} is not held by lease {lease_id}",
+            {"event_id": str(event_id), "lease_id": str(lease_id), "current_status": status},
+        )
+
+    async def ack(
+        tenant_id: str, event_ids: list[uuid.UUID], lease_id: uuid.UUID | None = None
+    ) -> dict[uuid.UUID, datetime | TriggersError]:
+        """Acknowledge each event (only if ``lease_id`` holds it, when given): when, or why not (404, 409).
+        Events still in flight are waited for."""
         answers: dict[uuid.UUID, datetime | TriggersError] = {}
         todo = list(dict.fromkeys(event_ids))
         while todo:
             arrived = arrivals.current(tenant_id)
-            found = await store.ack_events(rt.pool, tenant_id, todo)
+            found = await store.ack_events(rt.pool, tenant_id, todo, lease_id)
             again: list[uuid.UUID] = []
             for eid in todo:
-                outcome, at = found.get(eid, ("absent", None))
-                if outcome == "acked" and at is not None:
-                    answers[eid] = at
-                elif outcome == "acknowledged":
-                    answers[eid] = already_acked(eid, at)
-                elif outcome == "pending" or (outcome == "absent" and in_flight(eid)):
-                    again.append(eid)  # held by another statement, or still between Kafka and Postgres
+                got = found.get(eid)
+                if got is None or got.outcome == "deleted":
+                    if got is None and lease_id is None and in_flight(eid):
+                        again.append(eid)  # still between Kafka and Postgres
+                    else:
+                        answers[eid] = not_found(eid)
+                elif got.outcome == "acked" and got.acknowledged_at is not None:
+                    answers[eid] = got.acknowledged_at
+                    ACK_LATENCY.observe((got.acknowledged_at - got.created_at).total_seconds())
+                elif got.outcome == "acknowledged":
+                    answers[eid] = already_acked(eid, got.acknowledged_at)
+                elif lease_id is not None and got.lease_id != lease_id:
+                    answers[eid] = not_held(eid, lease_id, got.outcome)
                 else:
-                    answers[eid] = not_found(eid)
+                    again.append(eid)  # another statement changed it meanwhile: look again
             todo = again
             late = [eid for eid in todo if eid not in found]
             if late:
                 await _wait(arrived, max(late, key=lambda eid: eid.int))
         return answers
+
+    async def ack_items(
+        tenant_id: str, items: list[uuid.UUID | TriggersError], lease_id: uuid.UUID | None = None
+    ) -> tuple[list[AckedItem], list[BulkFailure]]:
+        """A bulk ack's ``successful`` and ``failed`` lists (by index), all acked in one statement."""
+        answers = await ack(tenant_id, [i for i in items if isinstance(i, uuid.UUID)], lease_id)
+        successful: list[AckedItem] = []
+        failed: list[BulkFailure] = []
+        seen: set[uuid.UUID] = set()
+        for index, item in enumerate(items):
+            if isinstance(item, TriggersError):
+                failed.append(BulkFailure.of(index, item))
+                continue
+            answer = answers[item]
+            if isinstance(answer, datetime) and item in seen:
+                answer = already_acked(item, answer)  # the same id again: acknowledged a moment ago, above
+            seen.add(item)
+            if isinstance(answer, TriggersError):
+                failed.append(BulkFailure.of(index, answer))
+            else:
+                successful.append(AckedItem(str(item), "acknowledged", format_timestamp(answer), _ACKED))
+        return successful, failed
 
     async def delete_many(tenant_id: str, event_ids: list[uuid.UUID]) -> None:
         now = utc_now()
@@ -447,22 +496,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     async def bulk_ack(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
         items = parse_event_ids(await request.body(), request.headers.get("content-type"), settings.bulk_max_items)
-        answers = await ack(principal.tenant_id, [i for i in items if isinstance(i, uuid.UUID)])
-        successful: list[AckedItem] = []
-        failed: list[BulkFailure] = []
-        seen: set[uuid.UUID] = set()
-        for index, item in enumerate(items):
-            if isinstance(item, TriggersError):
-                failed.append(BulkFailure.of(index, item))
-                continue
-            answer = answers[item]
-            if isinstance(answer, datetime) and item in seen:
-                answer = already_acked(item, answer)  # the same id again: acknowledged a moment ago, above
-            seen.add(item)
-            if isinstance(answer, TriggersError):
-                failed.append(BulkFailure.of(index, answer))
-            else:
-                successful.append(AckedItem(str(item), "acknowledged", format_timestamp(answer), _ACKED))
+        successful, failed = await ack_items(principal.tenant_id, items)
         return json_response(encode(BulkAcked(successful, failed, request_id(request))))
 
     @delete(
@@ -481,4 +515,14 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         failed = [BulkFailure.of(index, i) for index, i in enumerate(items) if isinstance(i, TriggersError)]
         return json_response(encode(BulkDeleted(successful, failed, request_id(request))))
 
-    return [list_inbox, get_event, ack_event, delete_event, bulk_ack, bulk_delete]
+    from triggers_inbox.leases import build_lease_routes  # it builds on this module's parsers and shapes
+
+    return [
+        list_inbox,
+        get_event,
+        ack_event,
+        delete_event,
+        bulk_ack,
+        bulk_delete,
+        *build_lease_routes(rt, arrivals, caller, ack_items),
+    ]

@@ -120,17 +120,11 @@ async def get_event(pool: asyncpg.Pool, tenant_id: str, event_id: uuid.UUID) -> 
     return None if record is None else _row(record)
 
 
-async def list_pending(
-    pool: asyncpg.Pool,
-    tenant_id: str,
-    where: InboxFilter,
-    after: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> list[EventRow]:
-    """Pending events oldest first, from the partial index; the statement text depends only on which
-    filters are present, so each combination is one cached prepared statement."""
-    clauses = ["tenant_id = $1", "status = 'pending'"]
-    args: list[object] = [tenant_id]
+def _filter_clauses(where: InboxFilter, args: list[object]) -> list[str]:
+    """The WHERE clauses of ``where`` (appending their values to ``args``): pending events that no live lease
+    holds. The statement text depends only on which filters are present, so each combination is one cached
+    prepared statement, served by the partial index of its leading filter."""
+    clauses = ["status = 'pending'", "(leased_until IS NULL OR leased_until <= now())"]
     for column, op, value in (
         ("source", "=", where.source),
         ("event_type", "=", where.event_type),
@@ -147,9 +141,26 @@ async def list_pending(
             args.append(candidate)
             alternatives.append(f"metadata @> ${len(args)}::jsonb")
         clauses.append(f"({' OR '.join(alternatives)})")
-    if after is not None:
-        args.extend(after)
-        clauses.append(f"(created_at, event_id) > (${len(args) - 1}, ${len(args)})")
+    return clauses
+
+
+def _after(after: tuple[datetime, uuid.UUID] | None, args: list[object]) -> list[str]:
+    if after is None:
+        return []
+    args.extend(after)
+    return [f"(created_at, event_id) > (${len(args) - 1}, ${len(args)})"]
+
+
+async def list_pending(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    where: InboxFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[EventRow]:
+    """Pending events that no live lease holds, oldest first, after the keyset cursor ``after``."""
+    args: list[object] = [tenant_id]
+    clauses = ["tenant_id = $1", *_filter_clauses(where, args), *_after(after, args)]
     args.append(limit)
     sql = (
         f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY created_at, event_id LIMIT ${len(args)}"
@@ -157,28 +168,42 @@ async def list_pending(
     return [_row(r) for r in await pool.fetch(sql, *args)]
 
 
-async def ack_events(
-    pool: asyncpg.Pool, tenant_id: str, event_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, tuple[str, datetime | None]]:
-    """Acknowledge the tenant's pending events among ``event_ids``, in one statement.
+class AckOutcome(msgspec.Struct, frozen=True):
+    outcome: str
+    """``acked`` if this call acknowledged the event, else its status as it was."""
+    acknowledged_at: datetime | None
+    created_at: datetime
+    lease_id: uuid.UUID | None
+    """The lease holding the event (for a ``pending`` outcome)."""
 
-    For each id found: ``("acked", at)`` if this call acknowledged it, else its status and acknowledged_at
-    as they were (``"pending"`` means another statement held it meanwhile: try again). Absent and foreign
-    ids are missing from the answer.
+
+async def ack_events(
+    pool: asyncpg.Pool, tenant_id: str, event_ids: Sequence[uuid.UUID], lease_id: uuid.UUID | None = None
+) -> dict[uuid.UUID, AckOutcome]:
+    """Acknowledge the tenant's pending or quarantined events among ``event_ids`` (only those ``lease_id``
+    holds, if given), in one statement that also records the transitions in the status outbox.
+
+    Absent and foreign ids are missing from the answer. A ``pending`` outcome without a lease condition means
+    another statement held the row meanwhile (try again); with one, that the lease does not hold the event.
     """
     records = await pool.fetch(
         """WITH acked AS (
-             UPDATE events SET status = 'acknowledged', acknowledged_at = now()
-             WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status = 'pending'
-             RETURNING event_id, acknowledged_at)
-           SELECT event_id, 'acked' AS outcome, acknowledged_at FROM acked
+             UPDATE events SET status = 'acknowledged', acknowledged_at = now(), lease_id = NULL, leased_until = NULL
+             WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status IN ('pending', 'quarantined')
+               AND ($3::uuid IS NULL OR lease_id = $3)
+             RETURNING event_id, acknowledged_at, created_at),
+           logged AS (
+             INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+             SELECT event_id, $1, 'acknowledged', acknowledged_at FROM acked)
+           SELECT event_id, 'acked' AS outcome, acknowledged_at, created_at, NULL::uuid AS lease_id FROM acked
            UNION ALL
-           SELECT event_id, status, acknowledged_at FROM events
+           SELECT event_id, status, acknowledged_at, created_at, lease_id FROM events
            WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND event_id NOT IN (SELECT event_id FROM acked)""",
         tenant_id,
         list(event_ids),
+        lease_id,
     )
-    return {r["event_id"]: (r["outcome"], r["acknowledged_at"]) for r in records}
+    return {r["event_id"]: AckOutcome(*list(r.values())[1:]) for r in records}
 
 
 async def delete_events(
@@ -191,13 +216,20 @@ async def delete_events(
     may still be on their way from Kafka (``in_flight``: recent UUIDv7s and their instants) and are not here.
 
     The upsert leaves a 'deleted' row either way; the unique key serialises it with the consumer's insert, so
-    the late event can never slip in after. A foreign tenant's row is left alone.
+    the late event can never slip in after. A foreign tenant's row is left alone. Events that were here get a
+    'deleted' status record; a marker for an id not seen yet does not (it may not be the tenant's event).
     """
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetch(
-            """UPDATE events SET status = 'deleted', payload = NULL, metadata = NULL, deleted_at = now()
-               WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status <> 'deleted'
-               RETURNING event_id""",
+            """WITH deleted AS (
+                 UPDATE events SET status = 'deleted', payload = NULL, metadata = NULL, deleted_at = now(),
+                                   lease_id = NULL, leased_until = NULL
+                 WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status <> 'deleted'
+                 RETURNING event_id, deleted_at),
+               logged AS (
+                 INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+                 SELECT event_id, $1, 'deleted', deleted_at FROM deleted)
+               SELECT event_id FROM deleted""",
             tenant_id,
             list(event_ids),
         )
@@ -205,13 +237,270 @@ async def delete_events(
         rest = [(event_id, born) for event_id, born in in_flight if event_id not in done]
         if rest:
             await conn.execute(
-                """INSERT INTO events (event_id, tenant_id, created_at, status, deleted_at)
-                   SELECT event_id, $1, created_at, 'deleted', now()
-                   FROM unnest($2::uuid[], $3::timestamptz[]) AS late (event_id, created_at)
-                   ON CONFLICT (event_id) DO UPDATE
-                     SET status = 'deleted', payload = NULL, metadata = NULL, deleted_at = now()
-                     WHERE events.tenant_id = EXCLUDED.tenant_id AND events.status <> 'deleted'""",
+                """WITH marked AS (
+                     INSERT INTO events (event_id, tenant_id, created_at, status, deleted_at)
+                     SELECT event_id, $1, created_at, 'deleted', now()
+                     FROM unnest($2::uuid[], $3::timestamptz[]) AS late (event_id, created_at)
+                     ON CONFLICT (event_id) DO UPDATE
+                       SET status = 'deleted', payload = NULL, metadata = NULL, deleted_at = now(),
+                           lease_id = NULL, leased_until = NULL
+                       WHERE events.tenant_id = EXCLUDED.tenant_id AND events.status <> 'deleted'
+                     RETURNING event_id, deleted_at, xmax <> 0 AS arrived)
+                   INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+                   SELECT event_id, $1, 'deleted', deleted_at FROM marked WHERE arrived""",
                 tenant_id,
                 [event_id for event_id, _ in rest],
                 [born for _, born in rest],
             )
+
+
+# --- Leases and quarantine ---------------------------------------------------------------------------------
+
+
+class QuarantinedRow(EventRow, frozen=True):
+    lease_count: int
+    quarantined_at: datetime
+
+
+async def lease_events(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    where: InboxFilter,
+    limit: int,
+    lease_id: uuid.UUID,
+    leased_until: datetime,
+    max_leases: int,
+) -> tuple[list[EventRow], int]:
+    """Lease up to ``limit`` of the oldest matching events no live lease holds: one statement that locks them
+    (skipping rows other leases are taking), quarantines those already leased ``max_leases`` times, leases the
+    rest and records the lease. The leased rows oldest first, and how many were quarantined."""
+    args: list[object] = [tenant_id, lease_id, leased_until, max_leases]
+    clauses = ["tenant_id = $1", *_filter_clauses(where, args)]
+    args.append(limit)
+    records = await pool.fetch(
+        f"""WITH candidates AS (
+              SELECT event_id, lease_count >= $4 AS poisoned FROM events WHERE {" AND ".join(clauses)}
+              ORDER BY created_at, event_id LIMIT ${len(args)} FOR UPDATE SKIP LOCKED),
+            quarantined AS (
+              UPDATE events e SET status = 'quarantined', quarantined_at = now(), lease_id = NULL,
+                                  leased_until = NULL
+              FROM candidates c WHERE e.event_id = c.event_id AND c.poisoned
+              RETURNING e.event_id, e.quarantined_at),
+            logged AS (
+              INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+              SELECT event_id, $1, 'quarantined', quarantined_at FROM quarantined),
+            lease AS (
+              INSERT INTO leases (lease_id, tenant_id, leased_until) VALUES ($2, $1, $3)
+              ON CONFLICT (lease_id) DO NOTHING),
+            leased AS (
+              UPDATE events e SET lease_id = $2, leased_until = $3, lease_count = e.lease_count + 1
+              FROM candidates c WHERE e.event_id = c.event_id AND NOT c.poisoned
+              RETURNING {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))})
+            SELECT *, NULL::bigint AS quarantined FROM leased
+            UNION ALL
+            SELECT {", ".join("NULL" for _ in _COLUMNS.split(", "))}, count(*) FROM quarantined
+            ORDER BY created_at, event_id""",
+        *args,
+    )
+    rows = [EventRow(*list(r.values())[:-1]) for r in records if r["event_id"] is not None]
+    return rows, int(records[-1]["quarantined"])  # the last row counts the quarantined ones
+
+
+async def get_lease(pool: asyncpg.Pool, tenant_id: str, lease_id: uuid.UUID) -> datetime | None:
+    """When the tenant's lease expires(d); None if it has no such lease."""
+    until: datetime | None = await pool.fetchval(
+        "SELECT leased_until FROM leases WHERE lease_id = $1 AND tenant_id = $2", lease_id, tenant_id
+    )
+    return until
+
+
+async def release_events(
+    pool: asyncpg.Pool, tenant_id: str, lease_id: uuid.UUID, event_ids: Sequence[uuid.UUID] | None
+) -> tuple[list[uuid.UUID], dict[uuid.UUID, str]]:
+    """Make the lease's pending events (those of ``event_ids``, or all) visible again now. The ids released,
+    and the status of each other id of ``event_ids`` that the tenant has (those it lacks are missing)."""
+    async with pool.acquire() as conn, conn.transaction():
+        released = [
+            r["event_id"]
+            for r in await conn.fetch(
+                """UPDATE events SET lease_id = NULL, leased_until = NULL
+                   WHERE tenant_id = $1 AND lease_id = $2 AND status = 'pending'
+                     AND ($3::uuid[] IS NULL OR event_id = ANY($3::uuid[]))
+                   RETURNING event_id""",
+                tenant_id,
+                lease_id,
+                None if event_ids is None else list(event_ids),
+            )
+        ]
+        others: dict[uuid.UUID, str] = {}
+        rest = [eid for eid in event_ids or () if eid not in set(released)]
+        if rest:
+            for r in await conn.fetch(
+                "SELECT event_id, status FROM events WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])",
+                tenant_id,
+                rest,
+            ):
+                others[r["event_id"]] = r["status"]
+        if released:  # long polls of this tenant look again
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, encode_tenants({tenant_id}))
+    return released, others
+
+
+async def list_quarantined(
+    pool: asyncpg.Pool, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[QuarantinedRow]:
+    """The tenant's quarantined events, oldest first, after the keyset cursor ``after``."""
+    args: list[object] = [tenant_id]
+    clauses = ["tenant_id = $1", "status = 'quarantined'", *_after(after, args)]
+    args.append(limit)
+    records = await pool.fetch(
+        f"""SELECT {_COLUMNS}, lease_count, quarantined_at FROM events WHERE {" AND ".join(clauses)}
+            ORDER BY created_at, event_id LIMIT ${len(args)}""",
+        *args,
+    )
+    return [QuarantinedRow(*r.values()) for r in records]
+
+
+async def redrive_events(pool: asyncpg.Pool, tenant_id: str, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Put the tenant's quarantined events among ``event_ids`` back in the inbox with a fresh lease count.
+    For each id the tenant has: ``redriven``, or its status as it was (absent ids are missing)."""
+    async with pool.acquire() as conn, conn.transaction():
+        records = await conn.fetch(
+            """WITH redriven AS (
+                 UPDATE events SET status = 'pending', quarantined_at = NULL, lease_count = 0
+                 WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status = 'quarantined'
+                 RETURNING event_id),
+               logged AS (
+                 INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+                 SELECT event_id, $1, 'pending', now() FROM redriven)
+               SELECT event_id, 'redriven' AS outcome FROM redriven
+               UNION ALL
+               SELECT event_id, status FROM events
+               WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])
+                 AND event_id NOT IN (SELECT event_id FROM redriven)""",
+            tenant_id,
+            list(event_ids),
+        )
+        outcomes = {r["event_id"]: r["outcome"] for r in records}
+        if "redriven" in outcomes.values():
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, encode_tenants({tenant_id}))
+    return outcomes
+
+
+# --- Retention ---------------------------------------------------------------------------------------------
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of ``moment``'s millisecond: every event id created before it sorts lower."""
+    return uuid.UUID(int=int(moment.timestamp() * 1000) << 80)
+
+
+async def purge_acknowledged(pool: asyncpg.Pool, acked_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` events acknowledged before ``acked_before`` (a 'purged' status record each)."""
+    return await _purge(
+        pool,
+        """SELECT ctid FROM events WHERE status = 'acknowledged' AND acknowledged_at < $1
+           LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        acked_before,
+        limit,
+    )
+
+
+async def purge_unacknowledged(pool: asyncpg.Pool, created_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` pending or quarantined events and delete markers created before
+    ``created_before``, found through the primary key (event ids are time-ordered UUIDv7s)."""
+    return await _purge(
+        pool,
+        """SELECT ctid FROM events WHERE event_id < $3 AND created_at < $1 AND status <> 'acknowledged'
+           LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        created_before,
+        limit,
+        uuid7_floor(created_before),
+    )
+
+
+async def _purge(pool: asyncpg.Pool, select_ctids: str, *args: object) -> int:
+    """One batch: delete the rows ``select_ctids`` locks; concurrent purgers (other replicas) skip them."""
+    deleted: int = await pool.fetchval(
+        f"""WITH gone AS (
+              DELETE FROM events WHERE ctid = ANY(ARRAY({select_ctids}))
+              RETURNING event_id, tenant_id, status),
+            logged AS (
+              INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+              SELECT event_id, tenant_id, 'purged', now() FROM gone WHERE status <> 'deleted')
+            SELECT count(*) FROM gone""",
+        *args,
+    )
+    return deleted
+
+
+async def purge_leases(pool: asyncpg.Pool, expired_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` leases that expired before ``expired_before``."""
+    status: str = await pool.execute(
+        """DELETE FROM leases WHERE lease_id = ANY(ARRAY(
+             SELECT lease_id FROM leases WHERE leased_until < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))""",
+        expired_before,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+# --- The status outbox and the inbox gauges ----------------------------------------------------------------
+
+
+class StatusChange(msgspec.Struct, frozen=True):
+    """One record of ``triggers.event-status.v1``."""
+
+    event_id: uuid.UUID
+    tenant_id: str
+    status: str
+    at: datetime
+
+
+async def take_status_changes(conn: Conn, limit: int) -> list[StatusChange]:
+    """Delete and return up to ``limit`` of the oldest outbox rows, within the caller's transaction (roll it
+    back to keep them); rows another relay holds are skipped."""
+    records = await conn.fetch(
+        """DELETE FROM event_status_outbox WHERE id = ANY(ARRAY(
+             SELECT id FROM event_status_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
+           RETURNING id, event_id, tenant_id, status, at""",
+        limit,
+    )
+    return [StatusChange(*list(r.values())[1:]) for r in sorted(records, key=lambda r: r["id"])]
+
+
+class TenantDepth(msgspec.Struct, frozen=True):
+    tenant_id: str
+    pending: int
+    oldest: datetime | None
+
+
+class InboxStats(msgspec.Struct, frozen=True):
+    deepest: list[TenantDepth]
+    """The tenants with the most pending events, most first."""
+    oldest: list[TenantDepth]
+    """The tenants with the oldest pending event, oldest first."""
+    total: TenantDepth
+    """Every tenant together (``tenant_id`` empty)."""
+    quarantined: int
+
+
+async def inbox_stats(pool: asyncpg.Pool, top: int) -> InboxStats:
+    """Pending events per tenant for the gauges, ``top`` tenants by depth and ``top`` by age, in one statement."""
+    records = await pool.fetch(
+        """WITH per AS (
+             SELECT tenant_id, count(*) AS pending, min(created_at) AS oldest
+             FROM events WHERE status = 'pending' GROUP BY tenant_id)
+           (SELECT 'deepest' AS rank, * FROM per ORDER BY pending DESC, tenant_id LIMIT $1)
+           UNION ALL
+           (SELECT 'oldest', * FROM per ORDER BY oldest, tenant_id LIMIT $1)
+           UNION ALL
+           SELECT 'total', '', coalesce(sum(pending), 0)::bigint, min(oldest) FROM per
+           UNION ALL
+           SELECT 'quarantined', '', count(*), NULL FROM events WHERE status = 'quarantined'""",
+        top,
+    )
+    rows: dict[str, list[TenantDepth]] = {"deepest": [], "oldest": [], "total": [], "quarantined": []}
+    for r in records:
+        rows[r["rank"]].append(TenantDepth(r["tenant_id"], r["pending"], r["oldest"]))
+    return InboxStats(rows["deepest"], rows["oldest"], rows["total"][0], rows["quarantined"][0].pending)
