@@ -32,7 +32,7 @@ from triggers_common.runtime import Runtime
 
 from triggers_inbox import store
 from triggers_inbox.arrivals import Arrivals
-from triggers_inbox.cursor import decode_cursor, encode_cursor
+from triggers_inbox.cursor import decode_cursor
 from triggers_inbox.routes import (
     _MAX_BULK_BODY,
     BULK_IDS_EXAMPLE,
@@ -45,6 +45,7 @@ from triggers_inbox.routes import (
     _limit,
     _out,
     inbox_filter,
+    page_of,
     parse_event_ids,
 )
 
@@ -299,12 +300,7 @@ def build_lease_routes(
         cursor = request.query_params.get("cursor")
         after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
         rows = await store.list_quarantined(rt.pool, principal.tenant_id, after, limit + 1)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(
-                settings.cursor_secret, principal.tenant_id, rows[-1].created_at, rows[-1].event_id
-            )
+        rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id)
         events = [
             QuarantinedOut(
                 **msgspec.structs.asdict(_out(row)),

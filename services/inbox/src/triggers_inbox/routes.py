@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, delete, get, post
@@ -167,6 +167,17 @@ def _out(row: EventRow) -> EventOut:
         metadata=msgspec.Raw(msgspec.json.format(row.metadata, indent=-1)) if row.metadata is not None else None,
         acknowledged_at=format_timestamp(row.acknowledged_at) if row.acknowledged_at else None,
     )
+
+
+Row = TypeVar("Row", bound=EventRow)
+
+
+def page_of(rows: list[Row], limit: int, secret: bytes, tenant_id: str) -> tuple[list[Row], str | None]:
+    """A page from ``limit + 1`` rows read: the first ``limit``, and the cursor after them if there is more."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(secret, tenant_id, last.created_at, last.event_id)
 
 
 def parse_event_id(raw: str) -> uuid.UUID:
@@ -344,11 +355,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
                 break
             with contextlib.suppress(TimeoutError):  # woken by each of the tenant's arrivals, then look again
                 await asyncio.wait_for(arrived.wait(), remaining)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            next_cursor = encode_cursor(settings.cursor_secret, principal.tenant_id, last.created_at, last.event_id)
+        rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id)
         page = InboxPage(
             events=[_out(r) for r in rows],
             pagination=Pagination(limit, next_cursor),
