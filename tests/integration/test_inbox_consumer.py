@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
+import httpx
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from triggers_common.db import Pool
 from triggers_common.models import EventRecord, format_timestamp, new_event_id
 
-from tests.support import Server, wait_until
+from tests.support import Server, TcpProxy, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +185,47 @@ async def test_poison_records_go_to_the_dead_letter_topic(
         await consumer.stop()
     assert sorted(value for value, _ in dead) == sorted(poison)
     assert all(headers["error"] and headers["source_topic"] for _, headers in dead)
+
+
+async def test_postgres_outage_pauses_the_consumer_which_commits_nothing_and_catches_up(
+    isolated_env: dict[str, str], pool: Pool, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    database = urlsplit(isolated_env["TRIGGERS_DATABASE_URL"])
+    assert database.hostname and database.port
+    proxy = await TcpProxy(database.hostname, database.port).start()
+    env = {
+        **isolated_env,
+        "TRIGGERS_DATABASE_URL": database._replace(
+            netloc=database.netloc.replace(f"{database.hostname}:{database.port}", f"127.0.0.1:{proxy.port}")
+        ).geturl(),
+    }
+    tenant = f"outage-{uuid.uuid4().hex[:6]}"
+    batches = [[record(tenant, i) for i in range(n, n + 500)] for n in (0, 500)]
+    server = await Server(env, target="inbox", log_dir=tmp_path_factory.mktemp("outage-logs")).start()
+    try:
+        await produce(isolated_env, [(tenant.encode(), value) for _, value in batches[0]])
+
+        async def persisted(n: int) -> bool:
+            return await count(pool, tenant) == n  # read past the proxy, straight from Postgres
+
+        await wait_until(lambda: persisted(500), timeout=60, what="the first 500 events")
+        await proxy.cut()
+        await produce(isolated_env, [(tenant.encode(), value) for _, value in batches[1]])
+
+        async def retrying() -> bool:
+            return "handle failed" in server.log_tail(200)
+
+        await wait_until(retrying, timeout=60, what="the consumer to fail writing and retry")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/health/ready")).status_code == 503
+        assert await count(pool, tenant) == 500
+        assert await committed_total(isolated_env) == 500, "nothing committed that was not written"
+
+        await proxy.restore()
+        await wait_until(lambda: persisted(1000), timeout=60, what="the consumer to catch up after the outage")
+        assert await committed_total(isolated_env) == 1000
+    finally:
+        server.stop()
+        await proxy.cut()
+    ids = {r["event_id"] for r in await pool.fetch("SELECT event_id::text FROM events WHERE tenant_id = $1", tenant)}
+    assert ids == {event_id for batch in batches for event_id, _ in batch}
