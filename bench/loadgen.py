@@ -61,14 +61,18 @@ class HttpConnection:
 
     async def send(self, request: bytes) -> int:
         """Send one complete request and return the response's status code, having read its whole body."""
+        return (await self.exchange(request))[0]
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send one complete request; the response's status code and body."""
         await self.open()
         assert self._reader is not None and self._writer is not None
         self._writer.write(request)
         await self._writer.drain()
-        status, keep_alive = await read_response(self._reader)
+        status, keep_alive, body = await read_response(self._reader)
         if not keep_alive:
             self.close()
-        return status
+        return status, body
 
     def close(self) -> None:
         """Drop the connection; the next send reconnects."""
@@ -77,8 +81,8 @@ class HttpConnection:
         self._reader = self._writer = None
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one response (status line, headers, body by Content-Length or chunks); return (status, keep-alive)."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+    """Read one response (status line, headers, body by Content-Length or chunks): status, keep-alive, body."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
@@ -99,25 +103,26 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
         elif name == b"connection":
             keep_alive = value == b"keep-alive" or (keep_alive and value != b"close")
     if chunked:
-        await _skip_chunks(reader)
-    elif length:
-        await reader.readexactly(length)
-    return status, keep_alive
+        body = await _read_chunks(reader)
+    else:
+        body = await reader.readexactly(length) if length else b""
+    return status, keep_alive, body
 
 
-async def _skip_chunks(reader: asyncio.StreamReader) -> None:
+async def _read_chunks(reader: asyncio.StreamReader) -> bytes:
+    parts = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":
                 pass
-            return
-        await reader.readexactly(size + 2)
+            return b"".join(parts)
+        parts.append((await reader.readexactly(size + 2))[:-2])
 
 
-def build_request(host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
-    """The bytes of one POST request with a JSON body."""
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]
+def build_request(host: str, port: int, path: str, headers: dict[str, str], body: bytes, method: str = "POST") -> bytes:
+    """The bytes of one request (a POST with a JSON body unless told otherwise)."""
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]
     head += [f"{name}: {value}" for name, value in headers.items()]
     head.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bench import inbox, loadgen, saturation
+from bench import inbox, inbox_scale, loadgen, saturation
 
 T = TypeVar("T")
 
@@ -47,6 +47,8 @@ BULK_TARGET = 50000.0
 FIXED_P99_TARGET_MS = 50.0
 FIXED_P99_LATER_TARGET_MS = 25.0  # the same measurement against a later milestone's target
 INBOX_P99_TARGET_MS = 250.0
+CONSUMER_TARGET = 20000.0
+INBOX_PAGE_P99_TARGET_MS = 10.0
 BASELINE_SHARE_TARGET_PCT = 70.0
 BASELINE_START_TIMEOUT_S = 60.0
 FIXED_SOURCE = "bench-fixed"
@@ -126,6 +128,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip-baseline", action="store_true", help="do not saturate the bare Litestar+aiokafka app for comparison"
     )
+    p.add_argument("--skip-fixed-rate", action="store_true", help="skip the fixed-rate phase")
+    p.add_argument("--skip-inbox-scale", action="store_true", help="skip the inbox-at-scale phase")
+    p.add_argument("--inbox-events", type=int, default=1_000_000, help="pending events of the inbox-at-scale phase")
+    p.add_argument("--inbox-tenants", type=int, default=100, help="tenants they are spread over")
+    p.add_argument("--inbox-page-requests", type=int, default=200, help="timed GET /v1/inbox per filter combination")
+    p.add_argument("--lease-workers", type=int, default=16, help="concurrent lease+ack clients")
+    p.add_argument("--lease-duration", type=float, default=10.0, help="seconds of lease+ack cycles")
     p.add_argument("--output-dir", type=Path, default=RESULTS, help="where the JSON results go")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = p.parse_args(argv)
@@ -516,6 +525,68 @@ def run_fixed(args: argparse.Namespace, key: str) -> dict[str, Any]:
     }
 
 
+def run_inbox_scale(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """A backlog of --inbox-events records consumed by an inbox process of its own (own database and topics),
+    then page latency over them for every filter combination, then lease+ack cycles; all removed at the end."""
+    stack = inbox_scale.Stack(
+        os.environ["TRIGGERS_DATABASE_URL"], os.environ["TRIGGERS_KAFKA_BOOTSTRAP"], args.tenant.replace("-", "_")
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **stack.env()}
+    cmd = [sys.executable, "-m", "triggers.cli", "run", "--target", "inbox", "--port", str(port)]
+    cmd += ["--workers", os.environ.get("TRIGGERS_WORKERS") or str(os.cpu_count() or 1)]
+    try:
+        seeded = run_async(inbox_scale.prepare(stack, args.inbox_events, args.inbox_tenants))
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            try:
+                wait_until_answers(f"{url}/health/ready", proc, BASELINE_START_TIMEOUT_S)
+                consumed = run_async(inbox_scale.wait_consumed(stack, args.inbox_events, args.bulk_drain_timeout * 5))
+                keys = run_async(inbox_scale.create_keys(stack, args.inbox_tenants))
+                pages = run_async(inbox_scale.page_latency(url, keys, args.inbox_page_requests))
+                leases = run_async(inbox_scale.lease_ack_cycles(url, keys, args.lease_workers, args.lease_duration))
+            except Exception as exc:
+                raise HarnessError(f"{exc}; inbox process output:\n{_log_tail(log)}") from exc
+            finally:
+                stop_process(proc)
+    finally:
+        run_async(inbox_scale.cleanup(stack))
+    return {**seeded, "workers": cmd[-1], "consumer": consumed, "pages": pages, "leases": leases}
+
+
+def inbox_scale_rows(sc: dict[str, Any]) -> list[Row]:
+    """Table rows of the inbox-at-scale phase."""
+    consumer, pages, leases = sc["consumer"], sc["pages"], sc["leases"]
+    rows = [
+        Row(
+            f"inbox consumer persistence ({sc['events']:,}-record backlog, {sc['workers']} processes)",
+            f"{consumer['per_s'] or 0:,.0f} /s",
+            f">= {CONSUMER_TARGET:,.0f}/s",
+            verdict((consumer["per_s"] or 0) >= CONSUMER_TARGET, consumer["missing"], "missing"),
+        ),
+        Row(
+            f"GET /v1/inbox p99, {sc['events']:,} pending over {sc['tenants']} tenants, worst filter",
+            f"{pages['worst_p99_ms']:,.1f} ms",
+            f"<= {INBOX_PAGE_P99_TARGET_MS:,.0f} ms",
+            verdict(pages["worst_p99_ms"] <= INBOX_PAGE_P99_TARGET_MS, 0),
+        ),
+    ]
+    for name, r in pages["filters"].items():
+        rows.append(
+            Row(f"  {name}: p50 / p99 (events per page)", f"{r['p50']} / {r['p99']} ms ({r['events_per_page']:.0f})")
+        )
+    rows.append(
+        Row(
+            f"lease 10 + ack by lease, {leases['workers']} clients",
+            f"{leases['events_acked_per_s']:,} events/s ({leases['cycles_per_s']:,} cycles/s)",
+            "",
+            verdict(True, leases["errors"]),
+        )
+    )
+    return rows
+
+
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -756,6 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fixed_p99_later_ms": FIXED_P99_LATER_TARGET_MS,
             "inbox_p99_ms": INBOX_P99_TARGET_MS,
             "gateway_vs_baseline_pct": BASELINE_SHARE_TARGET_PCT,
+            "inbox_consumer_per_s": CONSUMER_TARGET,
+            "inbox_page_p99_ms": INBOX_PAGE_P99_TARGET_MS,
         },
         "harness_errors": [],
     }
@@ -778,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("bulk", run_bulk, bulk_rows),
         ("fixed_rate", run_fixed, fixed_rows),
         ("baseline", run_baseline, baseline_rows),
+        ("inbox_scale", run_inbox_scale, inbox_scale_rows),
     ]
     phases = [phase for phase in phases if not getattr(args, f"skip_{phase[0]}", False)]
     if args.system_warmup > 0:
@@ -811,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "saturation" in report and "baseline" in report:
         report["gateway_vs_baseline_pct"] = round(baseline_share(report["saturation"], report["baseline"]), 1)
         phase_rows.setdefault("baseline", []).append(share_row(report["saturation"], report["baseline"]))
-    for name in ("saturation", "baseline", "checks", "bulk", "fixed_rate"):  # table order, a blank line between
+    for name in ("saturation", "baseline", "checks", "bulk", "fixed_rate", "inbox_scale"):  # a blank line between
         if name in phase_rows:
             rows += [*([Row("", "")] if rows else []), *phase_rows[name]]
     report["summary"] = [vars(r) for r in rows if r.target]

@@ -46,13 +46,23 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    settings: Settings, deadline_s: float = 60.0, *, durable: bool = True, max_size: int | None = None
+    settings: Settings,
+    deadline_s: float = 60.0,
+    *,
+    durable: bool = True,
+    custom_plans: bool = False,
+    max_size: int | None = None,
 ) -> asyncpg.Pool:
     """Open a pool, retrying while Postgres is not reachable yet.
 
     ``durable=False`` gives connections whose commits return before the WAL reaches disk
     (``synchronous_commit = off``): only for writes whose loss in a Postgres crash does no harm.
+    ``custom_plans=True`` plans every statement for its actual parameters instead of reusing a generic plan
+    (``plan_cache_mode = force_custom_plan``): for queries whose best index depends on the values.
     """
+    server_settings = {} if durable else {"synchronous_commit": "off"}
+    if custom_plans:
+        server_settings["plan_cache_mode"] = "force_custom_plan"
     deadline = time.monotonic() + deadline_s
     delay = 0.2
     while True:
@@ -61,7 +71,7 @@ async def create_pool(
                 settings.database_url,
                 min_size=settings.db_pool_min,
                 max_size=max_size or settings.db_pool_max,
-                server_settings={} if durable else {"synchronous_commit": "off"},
+                server_settings=server_settings,
                 command_timeout=settings.db_command_timeout_s,
                 init=_init_connection,
                 reset=_keep_session,

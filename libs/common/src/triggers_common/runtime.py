@@ -31,6 +31,7 @@ class Runtime:
         self._keys: KeyCache | None = None
         self._access: Access | None = None
         self._relaxed_pool: asyncpg.Pool | None = None
+        self._query_pool: asyncpg.Pool | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -43,6 +44,14 @@ class Runtime:
         their commits do not wait for the disk."""
         assert self._relaxed_pool is not None, "runtime not opened"
         return self._relaxed_pool
+
+    @property
+    def query_pool(self) -> asyncpg.Pool:
+        """For filtered reads whose best index depends on the values (an inbox page with several filters):
+        each statement is planned for its own parameters. A generic plan would pick one index for every
+        combination of values, and for some of them read thousands of rows to return fifty."""
+        assert self._query_pool is not None, "runtime not opened"
+        return self._query_pool
 
     @property
     def keys(self) -> KeyCache:
@@ -58,6 +67,7 @@ class Runtime:
         """Connect, migrate, create topics, sync the dev key, start the producer and then the components."""
         self._pool = await create_pool(self.settings)
         self._relaxed_pool = await create_pool(self.settings, durable=False, max_size=4)
+        self._query_pool = await create_pool(self.settings, custom_plans=True)
         self._keys = KeyCache(self.settings, self._pool)
         self._access = Access(self.settings, self._keys, RateLimiter(self._relaxed_pool))
         async with self._pool.acquire() as conn:
@@ -78,7 +88,7 @@ class Runtime:
                 except Exception:
                     log.exception("stopping %s failed", component.name)
         await self.producer.stop()
-        for pool in (self._pool, self._relaxed_pool):
+        for pool in (self._pool, self._relaxed_pool, self._query_pool):
             if pool is not None:
                 await asyncio.wait_for(pool.close(), 10)
 

@@ -191,7 +191,13 @@ def build_lease_routes(
             if not rows:
                 leased_until = utc_now() + timedelta(seconds=wanted.lease_seconds)
             got, quarantined = await store.lease_events(
-                rt.pool, tenant_id, where, wanted.limit - len(rows), lease_id, leased_until, settings.inbox_max_leases
+                rt.query_pool,
+                tenant_id,
+                where,
+                wanted.limit - len(rows),
+                lease_id,
+                leased_until,
+                settings.inbox_max_leases,
             )
             rows += got
             if quarantined and len(rows) < wanted.limit:

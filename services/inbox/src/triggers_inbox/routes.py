@@ -349,7 +349,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         deadline = time.monotonic() + wait
         while True:
             arrived = arrivals.current(principal.tenant_id)
-            rows = await store.list_pending(rt.pool, principal.tenant_id, where, after, limit + 1)
+            rows = await store.list_pending(rt.query_pool, principal.tenant_id, where, after, limit + 1)
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 break

@@ -289,13 +289,14 @@ async def lease_events(
             logged AS (
               INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
               SELECT event_id, $1, 'quarantined', quarantined_at FROM quarantined),
-            lease AS (
-              INSERT INTO leases (lease_id, tenant_id, leased_until) VALUES ($2, $1, $3)
-              ON CONFLICT (lease_id) DO NOTHING),
             leased AS (
               UPDATE events e SET lease_id = $2, leased_until = $3, lease_count = e.lease_count + 1
               FROM candidates c WHERE e.event_id = c.event_id AND NOT c.poisoned
-              RETURNING {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))})
+              RETURNING {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))}),
+            lease AS (
+              INSERT INTO leases (lease_id, tenant_id, leased_until, event_ids)
+              SELECT $2, $1, $3, coalesce(array_agg(event_id), '{{}}') FROM leased
+              ON CONFLICT (lease_id) DO UPDATE SET event_ids = leases.event_ids || EXCLUDED.event_ids)
             SELECT *, NULL::bigint AS quarantined FROM leased
             UNION ALL
             SELECT {", ".join("NULL" for _ in _COLUMNS.split(", "))}, count(*) FROM quarantined
@@ -324,8 +325,8 @@ async def release_events(
             r["event_id"]
             for r in await conn.fetch(
                 """UPDATE events SET lease_id = NULL, leased_until = NULL
-                   WHERE tenant_id = $1 AND lease_id = $2 AND status = 'pending'
-                     AND ($3::uuid[] IS NULL OR event_id = ANY($3::uuid[]))
+                   WHERE event_id = ANY(coalesce($3::uuid[], (SELECT event_ids FROM leases WHERE lease_id = $2)))
+                     AND tenant_id = $1 AND lease_id = $2 AND status = 'pending'
                    RETURNING event_id""",
                 tenant_id,
                 lease_id,
