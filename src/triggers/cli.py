@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tenant = tenants.add_parser("create", help="create a tenant (or update its cap)")
     tenant.add_argument("name")
     tenant.add_argument("--rate-limit", type=int, default=None, help="requests per minute across all its keys")
+    label = tenants.add_parser("label", help="print the tenant's label in metrics (a keyed hash of its name)")
+    label.add_argument("name")
 
     args = parser.parse_args(argv)
     try:
@@ -161,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate())
         if args.command == "topics":
             return asyncio.run(_topics())
+        if args.command == "tenants" and args.tenants_command == "label":
+            print(load_settings().tenant_label(args.name))
+            return 0
         if args.command == "tenants":
             return asyncio.run(_tenants_create(args))
         return asyncio.run(_keys_create(args))

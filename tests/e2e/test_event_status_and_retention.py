@@ -170,3 +170,4 @@ async def test_inbox_metrics(client: httpx.AsyncClient, tenant_key: str) -> None
     assert re.search(r"^triggers_inbox_write_seconds_count [1-9]", text, re.M)
     tenants = re.findall(r'^triggers_inbox_pending_events\{tenant="([^"]*)"\}', text, re.M)
     assert 0 < len(tenants) <= 10, "a tenant label only for the deepest few"
+    assert all(re.fullmatch(r"t_[0-9a-f]{12}", t) for t in tenants), "/metrics is open: no tenant ids in it"

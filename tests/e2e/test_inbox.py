@@ -222,6 +222,8 @@ async def test_bulk_envelope_errors_change_nothing(
         ({"priority": "urgent"}, 422, "query.priority"),
         ({"wait": "31"}, 422, "query.wait"),
         ({"wait": "soon"}, 422, "query.wait"),
+        ({"created_after": "0001-01-01T00:00:00+01:00"}, 400, "query.created_after"),  # before year 1 in UTC
+        ({"limit": "\u00b2"}, 422, "query.limit"),  # a superscript two: a digit to str.isdigit, not to int
     ],
 )
 async def test_bad_filters(client: httpx.AsyncClient, params: dict[str, str], status: int, field: str) -> None:

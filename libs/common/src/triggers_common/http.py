@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
@@ -27,6 +28,7 @@ from triggers_common.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     TriggersError,
     UnsupportedMediaType,
     ValidationFailed,
@@ -139,6 +141,14 @@ def _as_triggers_error(request: Request[Any, Any, Any], exc: Exception) -> Trigg
         generic = TriggersError(str(exc.detail) if status < 500 else None)
         generic.status_code = status  # type: ignore[misc]
         return generic
+    if isinstance(exc, asyncpg.TransactionRollbackError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+        # A deadlock or serialization failure (nothing was done: the transaction rolled back), or Postgres
+        # out of reach: the client may simply try again.
+        log.warning("database unavailable", extra={"request_id": request_id(request), "error": repr(exc)})
+        return ServiceUnavailable("Database unavailable, retry later")
+    if isinstance(exc, OSError | TimeoutError):
+        log.warning("dependency unreachable", extra={"request_id": request_id(request), "error": repr(exc)})
+        return ServiceUnavailable()
     log.exception("unhandled error", extra={"request_id": request_id(request), "path": request.url.path})
     return TriggersError()
 

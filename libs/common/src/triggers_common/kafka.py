@@ -198,12 +198,15 @@ class Producer:
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
     """Lets the batch in hand finish and commit before its partitions are handed to another consumer."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, group: str) -> None:
         self._lock = lock
+        self._group = group
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._lock:
             pass
+        for tp in revoked:  # the new owner reports these from now on
+            LAG.labels(self._group, str(tp.partition)).set(0)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
@@ -259,7 +262,7 @@ class BatchConsumer(Generic[T]):
             ),
             deadline_s=3600.0,
         )
-        self._consumer.subscribe([self._topic], listener=_WaitForBatch(self._lock))
+        self._consumer.subscribe([self._topic], listener=_WaitForBatch(self._lock, self.group))
         try:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(timeout_ms=250, max_records=self._max_records)
@@ -316,10 +319,13 @@ class BatchConsumer(Generic[T]):
     async def _report_lag(self) -> None:
         assert self._consumer is not None
         for tp in self._consumer.assignment():
-            end = self._consumer.last_stable_offset(tp)  # read_committed: open transactions do not count
-            if end is None:
-                continue  # nothing fetched from this partition yet
-            position = await self._consumer.position(tp)
+            try:
+                end = self._consumer.last_stable_offset(tp)  # read_committed: open transactions do not count
+                if end is None:
+                    continue  # nothing fetched from this partition yet
+                position = await self._consumer.position(tp)
+            except (AssertionError, KafkaError):  # the partition was revoked meanwhile
+                continue
             LAG.labels(self.group, str(tp.partition)).set(max(end - position, 0))
 
     async def _deadletter(self, poison: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:

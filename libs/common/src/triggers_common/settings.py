@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Mapping
 
@@ -90,6 +92,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def cursor_secret(self) -> bytes:
         return (self.secret_key or _DEV_SECRET).encode()
+
+    def tenant_label(self, tenant_id: str) -> str:
+        """A tenant's name in metric labels: /metrics is open, so it shows a keyed hash, never the tenant id.
+        ``triggers tenants label NAME`` prints it."""
+        digest = hmac.new(self.cursor_secret, b"metrics-label:" + tenant_id.encode(), hashlib.sha256)
+        return "t_" + digest.hexdigest()[:12]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,5 +1,6 @@
 """Inbox depth and oldest-pending age as Prometheus gauges, with bounded cardinality: a ``tenant`` label only
-for the ``TOP`` deepest and the ``TOP`` oldest tenants, plus unlabelled totals for all of them.
+for the ``TOP`` deepest and the ``TOP`` oldest tenants, plus unlabelled totals for all of them. The label is
+a keyed hash of the tenant id (``Settings.tenant_label``), because /metrics needs no key.
 
 A periodic job reads the numbers (one statement over the pending partial index); scrapes only read the
 cached answer. Each replica computes the same database-wide numbers, so any one of them answers a scrape.
@@ -42,14 +43,14 @@ class InboxGauges(Collector):
             "triggers_inbox_pending_events", f"Pending events of the {TOP} tenants with the most", labels=["tenant"]
         )
         for d in stats.deepest:
-            depth.add_metric([d.tenant_id], d.pending)
+            depth.add_metric([self._rt.settings.tenant_label(d.tenant_id)], d.pending)
         oldest = GaugeMetricFamily(
             "triggers_inbox_oldest_pending_age_seconds",
             f"Age of the oldest pending event of the {TOP} tenants with the oldest",
             labels=["tenant"],
         )
         for d in stats.oldest:
-            oldest.add_metric([d.tenant_id], age(d))
+            oldest.add_metric([self._rt.settings.tenant_label(d.tenant_id)], age(d))
         yield depth
         yield oldest
         yield GaugeMetricFamily(

@@ -17,7 +17,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -26,7 +25,7 @@ from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
 from triggers_common.http import encode, json_response, request_id, require_json
-from triggers_common.models import format_timestamp, utc_now
+from triggers_common.models import format_timestamp
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
@@ -74,8 +73,9 @@ class LeaseIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Lease(msgspec.Struct):
-    lease_id: str
-    leased_until: str
+    lease_id: str | None
+    """None when nothing matched: no lease was taken."""
+    leased_until: str | None
     events: list[EventOut]
     request_id: str
 
@@ -146,6 +146,19 @@ def parse_lease(body: bytes, content_type: str | None) -> tuple[LeaseIn, store.I
     return request, inbox_filter(filters, "body")
 
 
+def release_items(body: bytes, content_type: str | None, max_items: int) -> list[uuid.UUID | TriggersError] | None:
+    """The ids a release names, or None for all of the lease's events (an empty body, ``{}``, or
+    ``"event_ids": null``)."""
+    if not body.strip():
+        return None
+    with contextlib.suppress(msgspec.DecodeError, UnicodeDecodeError):  # a malformed body: 400 just below
+        envelope = msgspec.json.decode(body)
+        if isinstance(envelope, dict) and envelope.get("event_ids") is None:
+            require_json(content_type)
+            return None
+    return parse_event_ids(body, content_type, max_items)
+
+
 def parse_lease_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
@@ -175,7 +188,8 @@ def build_lease_routes(
         description="Leased events are hidden from other leases and from GET /v1/inbox until `leased_until` or a "
         "release. `wait` (0..30 s) long-polls when nothing matches yet. An event already leased `max_leases` times "
         "(default 5) without an ack is quarantined instead of being leased again. Under contention a lease may "
-        "hold fewer than `limit` events while more exist: lease again.",
+        "hold fewer than `limit` events while more exist: lease again. When nothing matches, `events` is empty "
+        "and `lease_id` and `leased_until` are null.",
         request_max_body_size=_MAX_LEASE_BODY,
         opt={"doc": Doc(body=LeaseIn, body_example=LEASE_EXAMPLE, response=Lease, errors=(400, 413, 415))},
     )
@@ -186,20 +200,20 @@ def build_lease_routes(
         lease_id = uuid.uuid4()
         deadline = time.monotonic() + wanted.wait
         rows: list[store.EventRow] = []
+        leased_until = None
         while True:
             arrived = arrivals.current(tenant_id)
-            if not rows:
-                leased_until = utc_now() + timedelta(seconds=wanted.lease_seconds)
-            got, quarantined = await store.lease_events(
+            got, quarantined, until = await store.lease_events(
                 rt.query_pool,
                 tenant_id,
                 where,
                 wanted.limit - len(rows),
                 lease_id,
-                leased_until,
+                wanted.lease_seconds,
                 settings.inbox_max_leases,
             )
             rows += got
+            leased_until = leased_until or until  # the first statement's: the earliest of the lease
             if quarantined and len(rows) < wanted.limit:
                 continue  # the quarantined ones left room: take the next candidates
             remaining = deadline - time.monotonic()
@@ -207,7 +221,12 @@ def build_lease_routes(
                 break
             with contextlib.suppress(TimeoutError):  # woken by the tenant's arrivals and releases
                 await asyncio.wait_for(arrived.wait(), remaining)
-        body = Lease(str(lease_id), format_timestamp(leased_until), [_out(r) for r in rows], request_id(request))
+        body = Lease(
+            str(lease_id) if rows else None,
+            format_timestamp(leased_until) if leased_until else None,
+            [_out(r) for r in rows],
+            request_id(request),
+        )
         return json_response(encode(body))
 
     @post(
@@ -249,12 +268,7 @@ def build_lease_routes(
     async def release(request: Request[Any, Any, Any], lease_id: str) -> Response[bytes]:
         principal = await caller(request)
         lid = await held_lease(principal.tenant_id, lease_id)
-        body = await request.body()
-        items = (
-            parse_event_ids(body, request.headers.get("content-type"), settings.bulk_max_items)
-            if body.strip()
-            else None
-        )
+        items = release_items(await request.body(), request.headers.get("content-type"), settings.bulk_max_items)
         ids = None if items is None else [i for i in items if isinstance(i, uuid.UUID)]
         released, others = await store.release_events(rt.pool, principal.tenant_id, lid, ids)
         if items is None:

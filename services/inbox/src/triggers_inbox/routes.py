@@ -191,7 +191,7 @@ def parse_event_id(raw: str) -> uuid.UUID:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidParameter.field("query.limit", f"Must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -217,9 +217,10 @@ def _instant(params: Any, name: str, location: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", raw.strip()))
-    except ValueError:
+        moment = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves it out of years 1..9999
         raise ValidationFailed.field(f"{location}.{name}", "Must be an ISO 8601 instant") from None
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return moment
 
 
 def _metadata_match(params: Any, location: str) -> tuple[bytes, ...]:

@@ -4,8 +4,9 @@ Every ack, delete, quarantine, redrive and purge writes its outbox row in the st
 transition is published if and only if it committed. The relay deletes a batch of rows and produces them in
 one transaction that commits only after the broker acked them all: if Kafka fails, the rows stay and go out
 later. At-least-once: a crash between the ack and the commit sends a batch again, so readers treat a repeated
-``(event_id, status, at)`` as one. Records are keyed by tenant id (per-tenant order, like the events topic).
-Every inbox replica runs one; ``SKIP LOCKED`` lets them share the work.
+``(event_id, status, at)`` as one. Records are keyed by tenant id, like the events topic. Every inbox process
+runs a relay, but an advisory lock lets only one publish at a time, in outbox order, so the transitions of
+one event reach the topic in the order they happened.
 """
 
 from __future__ import annotations
@@ -76,5 +77,8 @@ class StatusRelay:
                 delay = IDLE_POLL_S
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ServiceUnavailable, TimeoutError) as exc:
                 log.warning("status relay failed; the rows stay and are retried", extra={"error": repr(exc)})
+                delay = min(max(delay * 2, 0.5), 10.0)
+            except Exception:  # a bug must not end the relay for good: the rows stay and are retried
+                log.exception("status relay failed; the rows stay and are retried")
                 delay = min(max(delay * 2, 0.5), 10.0)
             await asyncio.sleep(delay)

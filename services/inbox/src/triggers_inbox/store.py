@@ -86,7 +86,7 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
     first: dict[uuid.UUID, NewRow] = {}
     for row in rows:
         first.setdefault(row.event_id, row)  # an event re-sent after a 503 may come twice in one batch
-    unique = list(first.values())
+    unique = sorted(first.values(), key=lambda r: r.event_id)  # one lock order for every writer of these rows
     status = await conn.execute(
         """INSERT INTO events (event_id, tenant_id, created_at, source, event_type, priority, payload, metadata)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
@@ -234,7 +234,7 @@ async def delete_events(
             list(event_ids),
         )
         done = {r["event_id"] for r in deleted}
-        rest = [(event_id, born) for event_id, born in in_flight if event_id not in done]
+        rest = sorted((event_id, born) for event_id, born in in_flight if event_id not in done)
         if rest:
             await conn.execute(
                 """WITH marked AS (
@@ -268,15 +268,17 @@ async def lease_events(
     where: InboxFilter,
     limit: int,
     lease_id: uuid.UUID,
-    leased_until: datetime,
+    lease_seconds: int,
     max_leases: int,
-) -> tuple[list[EventRow], int]:
+) -> tuple[list[EventRow], int, datetime | None]:
     """Lease up to ``limit`` of the oldest matching events no live lease holds: one statement that locks them
     (skipping rows other leases are taking), quarantines those already leased ``max_leases`` times, leases the
-    rest and records the lease. The leased rows oldest first, and how many were quarantined."""
-    args: list[object] = [tenant_id, lease_id, leased_until, max_leases]
+    rest and records the lease (only if it took something). The expiry comes from the database clock, the one
+    visibility is judged by. The leased rows oldest first, how many were quarantined, and the expiry."""
+    args: list[object] = [tenant_id, lease_id, lease_seconds, max_leases]
     clauses = ["tenant_id = $1", *_filter_clauses(where, args)]
     args.append(limit)
+    columns = _COLUMNS.split(", ")
     records = await pool.fetch(
         f"""WITH candidates AS (
               SELECT event_id, lease_count >= $4 AS poisoned FROM events WHERE {" AND ".join(clauses)}
@@ -290,21 +292,25 @@ async def lease_events(
               INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
               SELECT event_id, $1, 'quarantined', quarantined_at FROM quarantined),
             leased AS (
-              UPDATE events e SET lease_id = $2, leased_until = $3, lease_count = e.lease_count + 1
+              UPDATE events e SET lease_id = $2, leased_until = now() + make_interval(secs => $3),
+                                  lease_count = e.lease_count + 1
               FROM candidates c WHERE e.event_id = c.event_id AND NOT c.poisoned
-              RETURNING {", ".join(f"e.{c}" for c in _COLUMNS.split(", "))}),
+              RETURNING {", ".join(f"e.{c}" for c in columns)}, e.leased_until),
             lease AS (
               INSERT INTO leases (lease_id, tenant_id, leased_until, event_ids)
-              SELECT $2, $1, $3, coalesce(array_agg(event_id), '{{}}') FROM leased
-              ON CONFLICT (lease_id) DO UPDATE SET event_ids = leases.event_ids || EXCLUDED.event_ids)
+              SELECT $2, $1, max(leased_until), array_agg(event_id) FROM leased HAVING count(*) > 0
+              ON CONFLICT (lease_id) DO UPDATE
+                SET event_ids = leases.event_ids || EXCLUDED.event_ids,
+                    leased_until = greatest(leases.leased_until, EXCLUDED.leased_until))
             SELECT *, NULL::bigint AS quarantined FROM leased
             UNION ALL
-            SELECT {", ".join("NULL" for _ in _COLUMNS.split(", "))}, count(*) FROM quarantined
+            SELECT {", ".join("NULL" for _ in columns)}, NULL, count(*) FROM quarantined
             ORDER BY created_at, event_id""",
         *args,
     )
-    rows = [EventRow(*list(r.values())[:-1]) for r in records if r["event_id"] is not None]
-    return rows, int(records[-1]["quarantined"])  # the last row counts the quarantined ones
+    rows = [EventRow(*list(r.values())[:-2]) for r in records if r["event_id"] is not None]
+    until = records[0]["leased_until"] if rows else None
+    return rows, int(records[-1]["quarantined"]), until  # the last row counts the quarantined ones
 
 
 async def get_lease(pool: asyncpg.Pool, tenant_id: str, lease_id: uuid.UUID) -> datetime | None:
@@ -364,9 +370,9 @@ async def list_quarantined(
 
 async def redrive_events(pool: asyncpg.Pool, tenant_id: str, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Put the tenant's quarantined events among ``event_ids`` back in the inbox with a fresh lease count.
-    For each id the tenant has: ``redriven``, or its status as it was (absent ids are missing)."""
+    For each id the tenant has: ``redriven``, or its current status (absent ids are missing)."""
     async with pool.acquire() as conn, conn.transaction():
-        records = await conn.fetch(
+        redriven = await conn.fetch(
             """WITH redriven AS (
                  UPDATE events SET status = 'pending', quarantined_at = NULL, lease_count = 0
                  WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status = 'quarantined'
@@ -374,16 +380,20 @@ async def redrive_events(pool: asyncpg.Pool, tenant_id: str, event_ids: Sequence
                logged AS (
                  INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
                  SELECT event_id, $1, 'pending', now() FROM redriven)
-               SELECT event_id, 'redriven' AS outcome FROM redriven
-               UNION ALL
-               SELECT event_id, status FROM events
-               WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])
-                 AND event_id NOT IN (SELECT event_id FROM redriven)""",
+               SELECT event_id FROM redriven""",
             tenant_id,
-            list(event_ids),
+            sorted(event_ids),
         )
-        outcomes = {r["event_id"]: r["outcome"] for r in records}
-        if "redriven" in outcomes.values():
+        outcomes = {r["event_id"]: "redriven" for r in redriven}
+        rest = [eid for eid in event_ids if eid not in outcomes]
+        if rest:  # a statement of its own: it sees what concurrent statements committed meanwhile
+            for r in await conn.fetch(
+                "SELECT event_id, status FROM events WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])",
+                tenant_id,
+                rest,
+            ):
+                outcomes[r["event_id"]] = r["status"]
+        if redriven:
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, encode_tenants({tenant_id}))
     return outcomes
 
@@ -458,9 +468,15 @@ class StatusChange(msgspec.Struct, frozen=True):
     at: datetime
 
 
+_RELAY_LOCK = 0x7472_6967_7374_6174  # "trigstat": one relay at a time, across every process
+
+
 async def take_status_changes(conn: Conn, limit: int) -> list[StatusChange]:
     """Delete and return up to ``limit`` of the oldest outbox rows, within the caller's transaction (roll it
-    back to keep them); rows another relay holds are skipped."""
+    back to keep them). Nothing while another relay's transaction runs: one relay at a time keeps each event's
+    transitions in order on the topic."""
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK):
+        return []
     records = await conn.fetch(
         """DELETE FROM event_status_outbox WHERE id = ANY(ARRAY(
              SELECT id FROM event_status_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
