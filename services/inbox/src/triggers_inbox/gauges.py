@@ -2,8 +2,9 @@
 for the ``TOP`` deepest and the ``TOP`` oldest tenants, plus unlabelled totals for all of them. The label is
 a keyed hash of the tenant id (``Settings.tenant_label``), because /metrics needs no key.
 
-A periodic job reads the numbers (one statement over the pending partial index); scrapes only read the
-cached answer. Each replica computes the same database-wide numbers, so any one of them answers a scrape.
+A periodic job in every process reads the numbers; one of them computes them (one statement over the pending
+partial index, ~150 ms with 1,000,000 pending events) and stores them for the others. Scrapes only read the
+cached answer, so any process answers a scrape with the same database-wide numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class InboxGauges(Collector):
         self.job = Periodic("inbox-gauges", rt.settings.inbox_stats_interval_s, self.refresh, run_first=True)
 
     async def refresh(self) -> None:
-        self._stats = await store.inbox_stats(self._rt.pool, TOP)
+        interval = self._rt.settings.inbox_stats_interval_s
+        self._stats = await store.shared_inbox_stats(self._rt.pool, TOP, interval * 0.9)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stats = self._stats

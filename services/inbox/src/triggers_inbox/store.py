@@ -502,9 +502,34 @@ class InboxStats(msgspec.Struct, frozen=True):
     quarantined: int
 
 
-async def inbox_stats(pool: asyncpg.Pool, top: int) -> InboxStats:
+_STATS_LOCK = 0x7472_6967_7374_6174 + 1
+
+
+async def shared_inbox_stats(pool: asyncpg.Pool, top: int, max_age_s: float) -> InboxStats | None:
+    """The gauges' numbers, computed by one process for all of them: the stored snapshot while it is younger
+    than ``max_age_s``; else the process that gets the lock recomputes it, and the others keep the old one."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT stats, taken_at > now() - make_interval(secs => $1) AS fresh FROM inbox_stats WHERE id = 1",
+            max_age_s,
+        )
+        stored = msgspec.json.decode(bytes(row["stats"]), type=InboxStats) if row is not None else None
+        if (row is not None and row["fresh"]) or not await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1)", _STATS_LOCK
+        ):
+            return stored
+        stats = await inbox_stats(conn, top)
+        await conn.execute(
+            """INSERT INTO inbox_stats (id, taken_at, stats) VALUES (1, now(), $1)
+               ON CONFLICT (id) DO UPDATE SET taken_at = EXCLUDED.taken_at, stats = EXCLUDED.stats""",
+            msgspec.json.encode(stats),
+        )
+        return stats
+
+
+async def inbox_stats(conn: Conn, top: int) -> InboxStats:
     """Pending events per tenant for the gauges, ``top`` tenants by depth and ``top`` by age, in one statement."""
-    records = await pool.fetch(
+    records = await conn.fetch(
         """WITH per AS (
              SELECT tenant_id, count(*) AS pending, min(created_at) AS oldest
              FROM events WHERE status = 'pending' GROUP BY tenant_id)

@@ -28,6 +28,13 @@ CREATE INDEX events_quarantined ON events (tenant_id, created_at, event_id) WHER
 -- time-ordered UUIDv7 event id through the primary key.)
 CREATE INDEX events_acknowledged_at ON events (acknowledged_at) WHERE status = 'acknowledged';
 
+-- The inbox gauges' last snapshot: one process computes it, every process exports it.
+CREATE TABLE inbox_stats (
+    id       integer PRIMARY KEY CHECK (id = 1),
+    taken_at timestamptz NOT NULL,
+    stats    jsonb NOT NULL
+);
+
 -- Every status transition (ack, delete, quarantine, redrive, purge) is written here in the statement that
 -- makes it, and relayed to triggers.event-status.v1 after the commit (at-least-once).
 CREATE TABLE event_status_outbox (
