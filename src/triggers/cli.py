@@ -113,6 +113,40 @@ async def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _keys_list(args: argparse.Namespace) -> int:
+    from triggers_common.key_admin import list_keys
+
+    pool = await create_pool(load_settings(), deadline_s=10)
+    try:
+        async with pool.acquire() as conn:
+            keys = await list_keys(conn, args.tenant)
+    finally:
+        await pool.close()
+    if args.json:
+        print(msgspec.json.encode(keys).decode())
+        return 0
+    for k in keys:
+        expires = f" expires={k.expires_at.isoformat()}" if k.expires_at else ""
+        print(f"{k.key_id}  {k.status:<8}  v{k.version}  scopes={','.join(k.scopes)}  name={k.name!r}{expires}")
+    return 0
+
+
+async def _keys_revoke(args: argparse.Namespace) -> int:
+    from triggers_common.key_admin import revoke_key
+
+    pool = await create_pool(load_settings(), deadline_s=10)
+    try:
+        async with pool.acquire() as conn:
+            info = await revoke_key(conn, None, args.key_id, "cli")
+    finally:
+        await pool.close()
+    if info is None:
+        print(f"no key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"{info.key_id} revoked (tenant {info.tenant_id})")
+    return 0
+
+
 async def _tenants_create(args: argparse.Namespace) -> int:
     pool = await create_pool(load_settings(), deadline_s=10)
     try:
@@ -147,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--signing-secret", default=None, help="secret for signed requests (X-Signature)")
     create.add_argument("--require-signature", action="store_true", help="refuse unsigned requests")
     create.add_argument("--json", action="store_true", help="print the key and its id as JSON")
+    listing = keys.add_parser("list", help="list a tenant's keys (never the keys themselves)")
+    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--json", action="store_true")
+    revoke = keys.add_parser("revoke", help="revoke a key: every replica refuses it within moments")
+    revoke.add_argument("key_id")
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="tenants_command", required=True)
     tenant = tenants.add_parser("create", help="create a tenant (or update its cap)")
@@ -168,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "tenants":
             return asyncio.run(_tenants_create(args))
+        if args.keys_command == "list":
+            return asyncio.run(_keys_list(args))
+        if args.keys_command == "revoke":
+            return asyncio.run(_keys_revoke(args))
         return asyncio.run(_keys_create(args))
     except ValueError as exc:
         print(f"triggers: {exc}", file=sys.stderr)

@@ -33,6 +33,7 @@ ROW = {
     "allowed_ips": None,
     "signing_secret": None,
     "require_signature": False,
+    "expires_at": None,
 }
 
 

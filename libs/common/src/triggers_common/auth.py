@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import ipaddress
 import logging
 import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 
-from triggers_common.db import Conn
+from triggers_common.db import Conn, Listener
 from triggers_common.errors import Forbidden, ServiceUnavailable, Unauthorized
 from triggers_common.settings import DEV_API_KEY, DEV_TENANT, Settings
 
@@ -24,6 +26,8 @@ SCOPES = ("events:write", "events:read", "webhooks", "analytics", "admin")
 DEFAULT_SCOPES = ("events:write", "events:read", "webhooks", "analytics")
 DEV_KEY_ID = "key_dev"
 DEV_RATE_LIMIT = 1_000_000
+KEYS_CHANNEL = "triggers_keys"
+"""NOTIFY'd in the transaction of every key or tenant change: every replica's cache forgets what it knew."""
 _NEGATIVE_TTL_S = 1.0
 _MAX_CACHED_KEYS = 100_000
 
@@ -40,6 +44,7 @@ class Principal:
     allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
     signing_secret: str | None = None
     require_signature: bool = False
+    expires_at: datetime | None = None
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -72,6 +77,8 @@ async def create_key(
     allowed_ips: Iterable[str] | None = None,
     signing_secret: str | None = None,
     require_signature: bool = False,
+    expires_at: datetime | None = None,
+    actor: str = "cli",
 ) -> CreatedKey:
     """Create the tenant if needed and a new key for it; the key text exists only in the return value."""
     scopes = list(scopes)
@@ -79,13 +86,13 @@ async def create_key(
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(unknown)}")
     key = generate_key()
-    key_id = "key_" + secrets.token_hex(8)
+    key_id = new_key_id()
     async with conn.transaction():
         await conn.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant_id)
         await conn.execute(
             """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit, allowed_ips,
-                                     signing_secret, require_signature)
-               VALUES ($1, $2, $3, $4, $5, $6, $7::text[]::cidr[], $8, $9)""",
+                                     signing_secret, require_signature, lineage_id, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7::text[]::cidr[], $8, $9, $1, $10)""",
             key_id,
             tenant_id,
             hash_key(key),
@@ -95,8 +102,28 @@ async def create_key(
             list(allowed_ips) if allowed_ips is not None else None,
             signing_secret,
             require_signature,
+            expires_at,
         )
+        changes = {"name": name, "scopes": scopes, "rate_limit": rate_limit, "allowed_ips": allowed_ips}
+        await audit(conn, tenant_id, key_id, "created", actor, changes)
     return CreatedKey(key_id=key_id, tenant_id=tenant_id, key=key, scopes=scopes)
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+async def audit(conn: Conn, tenant_id: str, key_id: str, action: str, actor: str, changes: object) -> None:
+    """Record a key change (never a key or a secret in ``changes``) and tell every replica's cache."""
+    await conn.execute(
+        "INSERT INTO key_audit (tenant_id, key_id, action, actor, changes) VALUES ($1, $2, $3, $4, $5)",
+        tenant_id,
+        key_id,
+        action,
+        actor,
+        msgspec.json.encode(changes),
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, key_id)
 
 
 async def set_tenant_rate_limit(conn: Conn, tenant_id: str, per_minute: int | None) -> None:
@@ -107,6 +134,7 @@ async def set_tenant_rate_limit(conn: Conn, tenant_id: str, per_minute: int | No
         tenant_id,
         per_minute,
     )
+    await conn.execute("SELECT pg_notify($1, '')", KEYS_CHANNEL)
 
 
 async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
@@ -117,8 +145,8 @@ async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
             # limits are created with their own.
             await set_tenant_rate_limit(conn, DEV_TENANT, DEV_RATE_LIMIT)
             await conn.execute(
-                """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit)
-                   VALUES ($1, $2, $3, 'development key', $4, $5)
+                """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit, lineage_id)
+                   VALUES ($1, $2, $3, 'development key', $4, $5, $1)
                    ON CONFLICT (key_id) DO UPDATE SET status = 'active', revoked_at = NULL,
                                                       rate_limit = EXCLUDED.rate_limit""",
                 DEV_KEY_ID,
@@ -132,11 +160,12 @@ async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
             "UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE key_id = $1 AND status <> 'revoked'",
             DEV_KEY_ID,
         )
+    await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, DEV_KEY_ID)
 
 
 _LOOKUP = """
 SELECT k.key_id, k.tenant_id, k.scopes, k.rate_limit, t.rate_limit AS tenant_rate_limit, k.allowed_ips,
-       k.signing_secret, k.require_signature
+       k.signing_secret, k.require_signature, k.expires_at
 FROM api_keys k JOIN tenants t USING (tenant_id)
 WHERE k.key_hash = $1 AND k.status IN ('active', 'rotating') AND (k.expires_at IS NULL OR k.expires_at > now())
 """
@@ -145,8 +174,11 @@ WHERE k.key_hash = $1 AND k.status IN ('active', 'rotating') AND (k.expires_at I
 class KeyCache:
     """Resolves API keys to principals with one Postgres read per key per ``key_cache_ttl_s``.
 
-    Concurrent lookups of one key share a single query. If Postgres is unreachable, a key seen before keeps
-    working on its last known state; an unknown key gets 503, never a guess.
+    Every key or tenant change NOTIFYs ``KEYS_CHANNEL`` in its transaction, and the cache then forgets
+    everything: a revocation takes effect on every replica as soon as it commits. The TTL is the backstop for
+    a notification lost while the listener reconnects. Concurrent lookups of one key share a single query.
+    If Postgres is unreachable, a key seen before keeps working on its last known state (until it expires);
+    an unknown key gets 503, never a guess.
     """
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
@@ -154,11 +186,21 @@ class KeyCache:
         self._pool = pool
         self._entries: dict[bytes, tuple[Principal | None, float]] = {}
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self._listener = Listener(settings.database_url, KEYS_CHANNEL, self._changed)
+
+    async def start(self) -> None:
+        await self._listener.start()
+
+    async def stop(self) -> None:
+        await self._listener.stop()
+
+    def _changed(self, _payload: str | None) -> None:
+        self._entries.clear()
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise Unauthorized("Missing X-API-Key header")
-        if key == DEV_API_KEY and not self._settings.dev_mode:
+        if not self._settings.dev_mode and hmac.compare_digest(key.encode(), DEV_API_KEY.encode()):
             raise Unauthorized("Invalid API key")
         digest = hash_key(key)
         entry = self._entries.get(digest)
@@ -166,7 +208,7 @@ class KeyCache:
             principal = entry[0]
         else:
             principal = await self._refresh(digest, entry)
-        if principal is None:
+        if principal is None or (principal.expires_at is not None and principal.expires_at <= datetime.now(UTC)):
             raise Unauthorized("Invalid API key")
         return principal
 
@@ -211,4 +253,5 @@ class KeyCache:
             allowed_ips=tuple(row["allowed_ips"]) if row["allowed_ips"] is not None else None,
             signing_secret=row["signing_secret"],
             require_signature=row["require_signature"],
+            expires_at=row["expires_at"],
         )

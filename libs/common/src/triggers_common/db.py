@@ -1,12 +1,13 @@
-"""Postgres: the connection pool (JSON passes through as raw bytes) and versioned migrations."""
+"""Postgres: the connection pool (JSON passes through as raw bytes), versioned migrations, LISTEN."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.resources.abc import Traversable
 
 import asyncpg
@@ -134,3 +135,51 @@ async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:
         return True
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
+
+
+class Listener:
+    """LISTENs on one Postgres channel on a connection of its own, reconnecting with backoff forever.
+
+    ``on_notify(payload)`` runs for each notification, and with None after every (re)connect: whatever
+    was notified while nobody listened is unknown, so the callback must assume anything changed.
+    """
+
+    def __init__(self, dsn: str, channel: str, on_notify: Callable[[str | None], None]) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._on_notify = on_notify
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name=f"listen-{self._channel}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        self._on_notify(payload if isinstance(payload, str) else "")
+
+    async def _listen(self) -> None:
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(self._channel, self._notified)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                self.connected, delay = True, 0.2
+                self._on_notify(None)  # anything committed while nobody listened
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("listener disconnected; reconnecting in %.1fs", delay, extra={"channel": self._channel})
+            finally:
+                self.connected = False
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

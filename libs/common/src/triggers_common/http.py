@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -38,6 +39,7 @@ from triggers_common.settings import Settings
 
 log = logging.getLogger("triggers.http")
 
+T = TypeVar("T")
 _REQUEST_ID = "triggers.request_id"
 RATE_LIMIT_HEADERS = "triggers.rate_limit_headers"
 """Scope key under which the access check leaves the X-RateLimit-* headers for the response."""
@@ -76,6 +78,22 @@ def media_type(content_type: str | None) -> str:
 def require_json(content_type: str | None) -> None:
     if media_type(content_type) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
+
+
+_AT = re.compile(r" - at `\$(.*)`$")  # where msgspec found a bad value: "... - at `$.scopes[0]`"
+
+
+def decode_body(decode: Callable[[bytes], T], body: bytes, content_type: str | None) -> T:
+    """A JSON request body as a msgspec type: 415 if it is not JSON, 400 naming the bad field otherwise."""
+    require_json(content_type)
+    try:
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        at = _AT.search(str(exc))
+        path = re.sub(r"\[(\d+)\]", r".\1", at.group(1)) if at else ""
+        raise ValidationFailed.field(f"body{path}", _AT.sub("", str(exc))) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValidationFailed.field("body", str(exc)) from None
 
 
 def header(scope: Any, name: bytes) -> str | None:

@@ -69,6 +69,7 @@ class Runtime:
         self._relaxed_pool = await create_pool(self.settings, durable=False, max_size=4)
         self._query_pool = await create_pool(self.settings, custom_plans=True)
         self._keys = KeyCache(self.settings, self._pool)
+        await self._keys.start()
         self._access = Access(self.settings, self._keys, RateLimiter(self._relaxed_pool))
         async with self._pool.acquire() as conn:
             await migrate(conn, migration_sources(components))
@@ -88,6 +89,8 @@ class Runtime:
                 except Exception:
                     log.exception("stopping %s failed", component.name)
         await self.producer.stop()
+        if self._keys is not None:
+            await self._keys.stop()
         for pool in (self._pool, self._relaxed_pool, self._query_pool):
             if pool is not None:
                 await asyncio.wait_for(pool.close(), 10)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,8 +22,8 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
-from triggers_common.http import encode, json_response, request_id, require_json
+from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError
+from triggers_common.http import decode_body, encode, json_response, request_id, require_json
 from triggers_common.models import format_timestamp
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
@@ -119,22 +118,11 @@ LEASE_EXAMPLE = {"limit": 10, "lease_seconds": 300, "event_type": "order.created
 _RELEASED = "Event released"
 _REDRIVEN = "Event returned to the inbox"
 _decode_lease = msgspec.json.Decoder(LeaseIn).decode
-_FIELD = re.compile(r"at `\$\.(\w+)`$")  # where msgspec found a bad value: "... - at `$.limit`"
 
 
 def parse_lease(body: bytes, content_type: str | None) -> tuple[LeaseIn, store.InboxFilter]:
     """A lease request (an empty body takes every default), validated: 400 names the bad field."""
-    if not body.strip():
-        request = LeaseIn()
-    else:
-        require_json(content_type)
-        try:
-            request = _decode_lease(body)
-        except msgspec.ValidationError as exc:
-            at = _FIELD.search(str(exc))
-            raise ValidationFailed.field(f"body.{at.group(1)}" if at else "body", str(exc)) from None
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise ValidationFailed.field("body", str(exc)) from None
+    request = decode_body(_decode_lease, body, content_type) if body.strip() else LeaseIn()
     filters: dict[str, str] = {
         name: value
         for name in ("source", "event_type", "priority", "created_after", "created_before", "metadata_key")

@@ -1,4 +1,4 @@
-"""The ingest component: the HTTP gateway that makes events durable in Kafka."""
+"""The ingest component: the HTTP gateway that makes events durable in Kafka, and API key management."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from triggers_common.jobs import Periodic, purge_in_batches
 from triggers_common.runtime import Runtime
 
 from triggers_ingest import store
+from triggers_ingest.keys import build_key_routes
 from triggers_ingest.publish import Publisher
 from triggers_ingest.routes import build_routes
 
@@ -33,7 +34,7 @@ def create_component(rt: Runtime) -> Component:
 
     return Component(
         name="ingest",
-        routes=build_routes(rt, publisher),
+        routes=[*build_routes(rt, publisher), *build_key_routes(rt)],
         migrations=files("triggers_ingest") / "migrations",
         start=start,
         stop=stop,
