@@ -202,6 +202,9 @@ async def test_management_needs_the_admin_scope(client: httpx.AsyncClient, tenan
         ({"require_signature": True}, "body.require_signature"),
         ({"signing_secret": "short"}, "body.signing_secret"),
         ({"key": "tr_mine"}, "body"),
+        ({"name": "nul\u0000"}, "body.name"),
+        ({"allowed_ips": []}, "body.allowed_ips"),
+        ({"allowed_ips": ["fe80::1%eth0"]}, "body.allowed_ips"),
     ],
 )
 async def test_bad_key_requests_are_400_and_create_nothing(
@@ -213,6 +216,41 @@ async def test_bad_key_requests_are_400_and_create_nothing(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["details"]["validation_errors"][0]["field"] == field
     assert (await client.get("/v1/api-keys", headers=auth(admin_key))).json()["api_keys"] == before
+
+
+async def test_concurrent_rotations_make_one_next_version_and_changes_reach_every_version(
+    client: httpx.AsyncClient, admin: tuple[str, str], replicas: list[Server]
+) -> None:
+    _, admin_key = admin
+    old = await make_key(client, admin_key)
+    results = await asyncio.gather(
+        *(client.post(f"/v1/api-keys/{old['key_id']}/rotate", headers=auth(admin_key)) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in results) == [201, 409, 409, 409]
+    new = next(r.json() for r in results if r.status_code == 201)
+    versions = (await client.get(f"/v1/api-keys/{old['key_id']}/versions", headers=auth(admin_key))).json()
+    assert [v["version"] for v in versions["versions"]] == [1, 2]
+
+    narrowed = await client.patch(
+        f"/v1/api-keys/{new['key_id']}", json={"scopes": ["events:read"]}, headers=auth(admin_key)
+    )
+    assert narrowed.status_code == 200
+
+    async def both_narrowed() -> bool:
+        return all([await ingest_status(r.url, k) == 403 for r in replicas for k in (old["key"], new["key"])])
+
+    await wait_until(both_narrowed, timeout=PROPAGATION_S, what="the rotating version narrowed too")
+
+
+async def test_odd_key_ids_and_paging_values_are_4xx(client: httpx.AsyncClient, admin: tuple[str, str]) -> None:
+    _, admin_key = admin
+    for key_id in ("key_%00", "nope", "key_" + "a" * 100):
+        response = await client.get(f"/v1/api-keys/{key_id}", headers=auth(admin_key))
+        assert response.status_code == 404, (key_id, response.text)
+    huge = await client.get("/v1/audit-log", params={"before": "9" * 5000}, headers=auth(admin_key))
+    assert huge.status_code == 422
+    bad_days = await client.post("/v1/api-keys/key_0000000000000000/rotate?transition_days=91", headers=auth(admin_key))
+    assert bad_days.status_code == 422
 
 
 async def test_the_audit_log_records_who_did_what(client: httpx.AsyncClient, admin: tuple[str, str]) -> None:

@@ -29,6 +29,8 @@ DEV_RATE_LIMIT = 1_000_000
 KEYS_CHANNEL = "triggers_keys"
 """NOTIFY'd in the transaction of every key or tenant change: every replica's cache forgets what it knew."""
 _NEGATIVE_TTL_S = 1.0
+STALE_LIMIT_S = 60.0
+"""While Postgres is unreachable, a key seen before keeps working on its last known state this long at most."""
 _MAX_CACHED_KEYS = 100_000
 
 
@@ -121,7 +123,7 @@ async def audit(conn: Conn, tenant_id: str, key_id: str, action: str, actor: str
         key_id,
         action,
         actor,
-        msgspec.json.encode(changes),
+        msgspec.json.encode(changes).decode(),  # text: any connection's jsonb codec takes it
     )
     await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, key_id)
 
@@ -147,7 +149,7 @@ async def sync_dev_key(conn: Conn, dev_mode: bool) -> None:
             await conn.execute(
                 """INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit, lineage_id)
                    VALUES ($1, $2, $3, 'development key', $4, $5, $1)
-                   ON CONFLICT (key_id) DO UPDATE SET status = 'active', revoked_at = NULL,
+                   ON CONFLICT (key_id) DO UPDATE SET status = 'active', revoked_at = NULL, expires_at = NULL,
                                                       rate_limit = EXCLUDED.rate_limit""",
                 DEV_KEY_ID,
                 DEV_TENANT,
@@ -184,8 +186,11 @@ class KeyCache:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self._settings = settings
         self._pool = pool
-        self._entries: dict[bytes, tuple[Principal | None, float]] = {}
+        # digest -> (principal or None for unknown, fresh until, read at): monotonic seconds
+        self._entries: dict[bytes, tuple[Principal | None, float, float]] = {}
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self._generation = 0
+        """Bumped by every change notification: a read that began before it is not cached."""
         self._listener = Listener(settings.database_url, KEYS_CHANNEL, self._changed)
 
     async def start(self) -> None:
@@ -195,7 +200,9 @@ class KeyCache:
         await self._listener.stop()
 
     def _changed(self, _payload: str | None) -> None:
+        self._generation += 1
         self._entries.clear()
+        self._inflight.clear()  # later lookups read afresh; those already waiting get the read they joined
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -212,30 +219,32 @@ class KeyCache:
             raise Unauthorized("Invalid API key")
         return principal
 
-    async def _refresh(self, digest: bytes, stale: tuple[Principal | None, float] | None) -> Principal | None:
+    async def _refresh(self, digest: bytes, stale: tuple[Principal | None, float, float] | None) -> Principal | None:
         pending = self._inflight.get(digest)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
+        generation, now = self._generation, time.monotonic()
         try:
             principal = await self._load(digest)
+            read_at = now
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            if stale is not None and stale[0] is not None:
-                principal = stale[0]
+            if stale is not None and stale[0] is not None and now - stale[2] < STALE_LIMIT_S:
+                principal, read_at = stale[0], stale[2]
                 log.warning("key store unreachable; using the last known key state")
             else:
                 future.set_exception(ServiceUnavailable("Key store unavailable, retry later"))
                 future.exception()  # retrieved here so an unawaited future does not warn
                 raise ServiceUnavailable("Key store unavailable, retry later") from exc
-            ttl = self._settings.key_cache_ttl_s
-        else:
-            ttl = self._settings.key_cache_ttl_s if principal is not None else _NEGATIVE_TTL_S
         finally:
-            self._inflight.pop(digest, None)
-        if len(self._entries) >= _MAX_CACHED_KEYS:
-            self._entries.clear()
-        self._entries[digest] = (principal, time.monotonic() + ttl)
+            if self._inflight.get(digest) is future:
+                del self._inflight[digest]
+        if generation == self._generation:  # no change was announced while reading
+            if len(self._entries) >= _MAX_CACHED_KEYS:
+                self._entries.clear()
+            ttl = self._settings.key_cache_ttl_s if principal is not None else _NEGATIVE_TTL_S
+            self._entries[digest] = (principal, time.monotonic() + ttl, read_at)
         future.set_result(principal)
         return principal
 

@@ -20,6 +20,7 @@ Pool = asyncpg.Pool
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """A connection of its own or one borrowed from the pool: every store function takes either."""
 _MIGRATION_LOCK = 0x7472696767657273  # "triggers"
+_LISTEN_PING_S = 3.0
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -174,9 +175,15 @@ class Listener:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 self.connected, delay = True, 0.2
                 self._on_notify(None)  # anything committed while nobody listened
-                await lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                while not lost.is_set():  # a connection that died silently is found within seconds
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), _LISTEN_PING_S)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=_LISTEN_PING_S)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.warning("listener disconnected; reconnecting in %.1fs", delay, extra={"channel": self._channel})
+            except Exception:
+                log.exception("listener failed; reconnecting in %.1fs", delay, extra={"channel": self._channel})
             finally:
                 self.connected = False
                 if conn is not None and not conn.is_closed():

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from triggers_common.auth import SCOPES, CreatedKey, audit, generate_key, hash_key, new_key_id
@@ -49,6 +50,10 @@ class KeyStateConflict(ValueError):
     """The key is not in a state that allows this (e.g. rotating a revoked key)."""
 
 
+class SignatureNeedsSecret(ValueError):
+    """require_signature without a signing_secret: the key could never be used."""
+
+
 _INFO = """key_id, tenant_id, name, scopes, rate_limit, allowed_ips::text[] AS allowed_ips, require_signature,
            signing_secret IS NOT NULL AS has_signing_secret,
            CASE WHEN status IN ('active', 'rotating') AND expires_at <= now() THEN 'expired' ELSE status END
@@ -74,6 +79,8 @@ def check_networks(networks: Iterable[str]) -> list[str]:
     checked = []
     for text in networks:
         try:
+            if "%" in text:  # an IPv6 zone id: meaningless off the host, and Postgres refuses it
+                raise ValueError
             checked.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
             raise ValueError(f"not an IP address or CIDR: {text!r}") from None
@@ -94,8 +101,10 @@ async def get_key(conn: Conn, tenant_id: str | None, key_id: str) -> KeyInfo | N
 
 
 async def update_key(conn: Conn, tenant_id: str, key_id: str, changes: Mapping[str, Any], actor: str) -> KeyInfo | None:
-    """Change the given fields (of ``EDITABLE``; None clears an optional one) of a live key of the tenant.
-    None if there is no such key; KeyStateConflict if it is revoked or expired."""
+    """Change the given fields (of ``EDITABLE``; None clears an optional one) of a live key of the tenant, and
+    of its other live versions (a rotating predecessor must not keep wider rights). None if there is no such
+    key; KeyStateConflict if it is revoked or expired; SignatureNeedsSecret if it would require a signature
+    without a secret."""
     fields = [name for name in EDITABLE if name in changes]
     async with conn.transaction():
         current = await get_key(conn, tenant_id, key_id)
@@ -108,14 +117,19 @@ async def update_key(conn: Conn, tenant_id: str, key_id: str, changes: Mapping[s
                 f"{name} = ${i}::text[]::cidr[]" if name == "allowed_ips" else f"{name} = ${i}"
                 for i, name in enumerate(fields, start=3)
             )
-            record = await conn.fetchrow(
-                f"""UPDATE api_keys SET {sets}, updated_at = now() WHERE key_id = $1 AND tenant_id = $2
-                    RETURNING {_INFO}""",
-                key_id,
-                tenant_id,
-                *(changes[name] for name in fields),
-            )
-            current = _info(record)
+            try:
+                records = await conn.fetch(
+                    f"""UPDATE api_keys SET {sets}, updated_at = now()
+                        WHERE tenant_id = $2 AND status <> 'revoked'
+                          AND lineage_id = (SELECT lineage_id FROM api_keys WHERE key_id = $1 AND tenant_id = $2)
+                        RETURNING {_INFO}""",
+                    key_id,
+                    tenant_id,
+                    *(changes[name] for name in fields),
+                )
+            except asyncpg.CheckViolationError:
+                raise SignatureNeedsSecret("require_signature needs a signing_secret") from None
+            current = next(_info(r) for r in records if r["key_id"] == key_id)
             shown = {n: ("changed" if n == "signing_secret" and changes[n] else changes[n]) for n in fields}
             await audit(conn, tenant_id, key_id, "updated", actor, shown)
     return current
@@ -155,20 +169,23 @@ async def rotate_key(
             return None
         if old["status"] == "revoked" or old["expired"]:
             raise KeyStateConflict(f"Key {key_id} is {'revoked' if old['status'] == 'revoked' else 'expired'}")
-        if not old["latest"]:
+        if old["status"] == "rotating" or not old["latest"]:  # (a concurrent rotation committed first)
             raise KeyStateConflict(f"Key {key_id} was already rotated; rotate its latest version")
         key, new_id = generate_key(), new_key_id()
-        new = await conn.fetchrow(
-            f"""INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit, allowed_ips,
+        try:
+            new = await conn.fetchrow(
+                f"""INSERT INTO api_keys (key_id, tenant_id, key_hash, name, scopes, rate_limit, allowed_ips,
                                       signing_secret, require_signature, lineage_id, version)
                 SELECT $1, tenant_id, $2, name, scopes, rate_limit, allowed_ips, signing_secret,
                        require_signature, lineage_id, version + 1
                 FROM api_keys WHERE key_id = $3
                 RETURNING {_INFO}""",
-            new_id,
-            hash_key(key),
-            key_id,
-        )
+                new_id,
+                hash_key(key),
+                key_id,
+            )
+        except asyncpg.UniqueViolationError:  # the next version exists: another rotation won
+            raise KeyStateConflict(f"Key {key_id} was already rotated; rotate its latest version") from None
         previous = await conn.fetchrow(
             f"""UPDATE api_keys SET status = 'rotating', updated_at = now(),
                        expires_at = least(coalesce(expires_at, 'infinity'), now() + $2::interval)

@@ -20,14 +20,17 @@ from triggers_common.models import format_timestamp
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
-Name = Annotated[str, msgspec.Meta(max_length=100)]
+_NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, msgspec.Meta(max_length=100, pattern=_NO_NUL)]
 Scopes = Annotated[list[str], msgspec.Meta(min_length=1, max_length=len(SCOPES))]
 RateLimit = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
-Networks = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=100)]
-Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=256)]
+Networks = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(min_length=1, max_length=100)]
+"""At least one entry: to allow every address, leave it null."""
+Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=256, pattern=_NO_NUL)]
 MAX_TRANSITION_DAYS = 90
 DEFAULT_TRANSITION_DAYS = 7
 _DAYS = re.compile(r"^\d{1,3}$")
+_KEY_ID = re.compile(r"^key_[0-9a-z_]{1,40}$")
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -143,7 +146,13 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         return await rt.access.check(request, "admin")
 
     def missing(key_id: str) -> NotFound:
-        return NotFound(f"API key {key_id} not found", {"key_id": key_id})
+        return NotFound("API key not found", {"key_id": key_id[:64]})
+
+    def known_form(key_id: str) -> str:
+        """A key id as the system makes them; anything else cannot exist (404 without a query)."""
+        if not _KEY_ID.match(key_id):
+            raise missing(key_id)
+        return key_id
 
     @post(
         "/v1/api-keys",
@@ -198,6 +207,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     )
     async def get_key(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
         principal = await admin(request)
+        key_id = known_form(key_id)
         async with rt.pool.acquire() as conn:
             info = await key_admin.get_key(conn, principal.tenant_id, key_id)
         if info is None:
@@ -216,6 +226,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     )
     async def change(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
         principal = await admin(request)
+        key_id = known_form(key_id)
         wanted = decode_body(_decode_patch, await request.body(), request.headers.get("content-type"))
         changes = {k: v for k, v in msgspec.structs.asdict(wanted).items() if v is not msgspec.UNSET}
         if "scopes" in changes:
@@ -235,6 +246,8 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
                 info = await key_admin.update_key(conn, principal.tenant_id, key_id, changes, principal.key_id)
             except KeyStateConflict as exc:
                 raise Conflict(str(exc), {"key_id": key_id}) from None
+            except key_admin.SignatureNeedsSecret as exc:
+                raise ValidationFailed.field("body.require_signature", str(exc)) from None
         if info is None:
             raise missing(key_id)
         return json_response(
@@ -250,6 +263,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     )
     async def revoke(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
         principal = await admin(request)
+        key_id = known_form(key_id)
         async with rt.pool.acquire() as conn:
             info = await key_admin.revoke_key(conn, principal.tenant_id, key_id, principal.key_id)
         if info is None:
@@ -283,6 +297,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     )
     async def rotate(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
         principal = await admin(request)
+        key_id = known_form(key_id)
         raw = request.query_params.get("transition_days")
         days = DEFAULT_TRANSITION_DAYS if raw is None else int(raw) if _DAYS.match(raw) else 0
         if not 1 <= days <= MAX_TRANSITION_DAYS:
@@ -313,6 +328,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
     )
     async def versions(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
         principal = await admin(request)
+        key_id = known_form(key_id)
         async with rt.pool.acquire() as conn:
             found = await key_admin.key_versions(conn, principal.tenant_id, key_id)
         if found is None:
@@ -352,6 +368,6 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
 def _positive(raw: str | None, name: str, default: int | None, most: int) -> Any:
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not 1 <= int(raw) <= most:
         raise InvalidParameter.field(f"query.{name}", f"Must be an integer from 1 to {most}")
     return int(raw)

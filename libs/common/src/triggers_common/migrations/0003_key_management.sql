@@ -6,7 +6,10 @@ ALTER TABLE api_keys
     ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
 UPDATE api_keys SET lineage_id = key_id;
 ALTER TABLE api_keys ALTER COLUMN lineage_id SET NOT NULL;
-CREATE INDEX api_keys_lineage ON api_keys (lineage_id, version);
+CREATE UNIQUE INDEX api_keys_lineage ON api_keys (lineage_id, version);  -- one next version, even when raced
+-- A key that must sign has a secret to sign with (checked for every change from now on).
+ALTER TABLE api_keys ADD CONSTRAINT api_keys_signature_needs_secret
+    CHECK (NOT require_signature OR signing_secret IS NOT NULL) NOT VALID;
 
 -- Who changed which key, what and when; listed by the tenant's admins. Never holds a key or a secret.
 CREATE TABLE key_audit (
