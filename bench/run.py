@@ -132,7 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-inbox-scale", action="store_true", help="skip the inbox-at-scale phase")
     p.add_argument("--inbox-events", type=int, default=1_000_000, help="pending events of the inbox-at-scale phase")
     p.add_argument("--inbox-tenants", type=int, default=100, help="tenants they are spread over")
-    p.add_argument("--inbox-page-requests", type=int, default=200, help="timed GET /v1/inbox per filter combination")
+    p.add_argument("--inbox-page-requests", type=int, default=400, help="timed GET /v1/inbox per filter combination")
     p.add_argument("--lease-workers", type=int, default=16, help="concurrent lease+ack clients")
     p.add_argument("--lease-duration", type=float, default=10.0, help="seconds of lease+ack cycles")
     p.add_argument("--output-dir", type=Path, default=RESULTS, help="where the JSON results go")
