@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     inbox_stats_interval_s: float = 15.0
     """How often the inbox component refreshes the depth and oldest-pending-age gauges."""
 
+    webhooks_allow_private: bool | None = None
+    """Allow webhook URLs that resolve to loopback, private, link-local or metadata addresses (default: only
+    in dev mode, so a receiver on 127.0.0.1 works out of the box)."""
+
     default_rate_limit: int = 1000
     """Requests per minute for a key without its own ``rate_limit``."""
     tenant_rate_limit: int = 60_000
@@ -88,6 +92,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def __post_init__(self) -> None:
         if not self.dev_mode and not self.secret_key:
             raise ValueError("TRIGGERS_SECRET_KEY must be set outside dev mode")
+
+    @property
+    def private_webhooks_allowed(self) -> bool:
+        return self.dev_mode if self.webhooks_allow_private is None else self.webhooks_allow_private
 
     @property
     def cursor_secret(self) -> bytes:

@@ -22,6 +22,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
+from triggers_common.cursor import decode_cursor
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError
 from triggers_common.http import decode_body, encode, json_response, request_id, require_json
 from triggers_common.models import format_timestamp
@@ -30,7 +31,6 @@ from triggers_common.runtime import Runtime
 
 from triggers_inbox import store
 from triggers_inbox.arrivals import Arrivals
-from triggers_inbox.cursor import decode_cursor
 from triggers_inbox.routes import (
     _MAX_BULK_BODY,
     BULK_IDS_EXAMPLE,

@@ -15,6 +15,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Histogram
 from triggers_common.auth import Principal
+from triggers_common.cursor import decode_cursor, encode_cursor
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
 from triggers_common.http import encode, json_response, request_id, require_json
 from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
@@ -23,7 +24,6 @@ from triggers_common.runtime import Runtime
 
 from triggers_inbox import store
 from triggers_inbox.arrivals import Arrivals
-from triggers_inbox.cursor import decode_cursor, encode_cursor
 from triggers_inbox.store import EventRow, InboxFilter
 
 ACK_LATENCY = Histogram(

@@ -2,8 +2,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from triggers_common.cursor import decode_cursor, encode_cursor
 from triggers_common.errors import InvalidParameter
-from triggers_inbox.cursor import decode_cursor, encode_cursor
 
 SECRET = b"k" * 32
 

@@ -1,4 +1,5 @@
-"""Opaque inbox cursors: the keyset position, signed for the tenant, so a tampered one is refused."""
+"""Opaque page cursors (inbox, webhooks): the keyset position (time, id), signed for the tenant, so a tampered
+one is refused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+
 from triggers_common.errors import InvalidParameter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -28,6 +30,7 @@ def _mac(secret: bytes, tenant_id: str, body: bytes) -> bytes:
 
 
 def encode_cursor(secret: bytes, tenant_id: str, created_at: datetime, event_id: uuid.UUID) -> str:
+    """The cursor of the position after ``(created_at, event_id)``."""
     micros = (created_at - _EPOCH) // timedelta(microseconds=1)
     body = msgspec.json.encode([micros, event_id.hex])
     return f"{_b64(body)}.{_b64(_mac(secret, tenant_id, body))}"

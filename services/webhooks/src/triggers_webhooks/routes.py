@@ -1,0 +1,326 @@
+"""Webhook subscriptions over HTTP (API.md section 4): create, list, get, replace, change, delete, rotate the
+secret. Every statement is scoped to the caller's tenant; the secret is shown at creation and rotation only."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post, put
+from litestar.types import ControllerRouterHandler
+from triggers_common.auth import Principal
+from triggers_common.cursor import decode_cursor, encode_cursor
+from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
+from triggers_common.http import decode_body, encode, json_response, request_id
+from triggers_common.models import format_timestamp
+from triggers_common.openapi import Doc, Param
+from triggers_common.runtime import Runtime
+
+from triggers_webhooks import guard, store
+
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+SECRET_OVERLAP = timedelta(hours=24)
+"""After a rotation, deliveries carry signatures with both secrets this long."""
+
+_NO_NUL = r"^[^\x00]*$"
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=guard.MAX_URL)]
+EventPattern = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^(\*|[^\s*\x00]+(\.\*)?)$")]
+"""``*`` (every event), an exact event type, or a prefix ending in ``.*`` (``user.*``)."""
+Events = Annotated[list[EventPattern], msgspec.Meta(min_length=1, max_length=100)]
+Sources = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_NO_NUL)]],
+    msgspec.Meta(min_length=1, max_length=100),
+]
+Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=256, pattern=_NO_NUL)]
+Description = Annotated[str, msgspec.Meta(max_length=500, pattern=_NO_NUL)]
+
+
+class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):
+    url: Url
+    events: Events
+    sources: Sources | None = None
+    """Only events from these sources (default: any source)."""
+    secret: Secret | None = None
+    """At least 16 characters; a ``whsec_`` one is generated if absent."""
+    description: Description = ""
+
+
+class WebhookPut(msgspec.Struct, forbid_unknown_fields=True):
+    """A full replacement: fields left out take their defaults (the secret is kept)."""
+
+    url: Url
+    events: Events
+    sources: Sources | None = None
+    description: Description = ""
+    is_active: bool = True
+
+
+class WebhookPatch(msgspec.Struct, forbid_unknown_fields=True):
+    url: Url | msgspec.UnsetType = msgspec.UNSET
+    events: Events | msgspec.UnsetType = msgspec.UNSET
+    sources: Sources | msgspec.UnsetType | None = msgspec.UNSET
+    description: Description | msgspec.UnsetType = msgspec.UNSET
+    is_active: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class SecretIn(msgspec.Struct, forbid_unknown_fields=True):
+    secret: Secret | None = None
+
+
+class WebhookOut(msgspec.Struct):
+    webhook_id: str
+    url: str
+    events: list[str]
+    sources: list[str] | None
+    description: str
+    is_active: bool
+    disabled_reason: str | None
+    created_at: str
+    updated_at: str
+
+
+class WebhookResponse(WebhookOut):
+    request_id: str
+
+
+class WebhookCreated(WebhookOut):
+    secret: str
+    """Shown here and at rotation only."""
+    request_id: str
+
+
+class Pagination(msgspec.Struct):
+    limit: int
+    next_cursor: str | None
+
+
+class WebhookPage(msgspec.Struct):
+    webhooks: list[WebhookOut]
+    pagination: Pagination
+    next_cursor: str | None
+    request_id: str
+
+
+class SecretRotated(msgspec.Struct):
+    webhook_id: str
+    secret: str
+    previous_secret_expires_at: str
+    """Until then deliveries are signed with both the new and the previous secret."""
+    request_id: str
+
+
+WEBHOOK_EXAMPLE = {"url": "https://example.com/hooks/triggers", "events": ["order.*"], "description": "orders"}
+_decode_in = msgspec.json.Decoder(WebhookIn).decode
+_decode_put = msgspec.json.Decoder(WebhookPut).decode
+_decode_patch = msgspec.json.Decoder(WebhookPatch).decode
+_decode_secret = msgspec.json.Decoder(SecretIn).decode
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and 24 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def webhook_out(hook: store.Webhook) -> WebhookOut:
+    fields = msgspec.structs.asdict(hook)
+    fields["webhook_id"] = str(hook.webhook_id)
+    fields["created_at"] = format_timestamp(hook.created_at)
+    fields["updated_at"] = format_timestamp(hook.updated_at)
+    return WebhookOut(**fields)
+
+
+def parse_webhook_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidParameter.field("path.webhook_id", "Must be a UUID") from None
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidParameter.field("query.limit", f"Must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _is_active(raw: str | None) -> bool | None:
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise InvalidParameter.field("query.is_active", "Must be true or false")
+    return raw == "true"
+
+
+def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
+    settings = rt.settings
+
+    async def caller(request: Request[Any, Any, Any]) -> Principal:
+        return await rt.access.check(request, "webhooks")
+
+    async def checked_url(url: str) -> str:
+        try:
+            await guard.check_destination(url, settings.private_webhooks_allowed)
+        except guard.Refused as exc:
+            raise ValidationFailed.field("body.url", str(exc)) from None
+        return url
+
+    def missing(webhook_id: uuid.UUID) -> NotFound:
+        return NotFound(f"Webhook {webhook_id} not found", {"webhook_id": str(webhook_id)})
+
+    def answer(hook: store.Webhook | None, webhook_id: uuid.UUID, request: Request[Any, Any, Any]) -> Response[bytes]:
+        if hook is None:
+            raise missing(webhook_id)
+        body = WebhookResponse(**msgspec.structs.asdict(webhook_out(hook)), request_id=request_id(request))
+        return json_response(encode(body))
+
+    @post(
+        "/v1/webhooks",
+        status_code=201,
+        tags=["webhooks"],
+        summary="Subscribe a URL to the tenant's events; the secret is in this response only",
+        description="`events`: `*`, exact event types, or prefixes like `user.*`. URLs that resolve to loopback, "
+        "private, link-local or metadata addresses are refused unless the deployment allows them (dev mode).",
+        opt={
+            "doc": Doc(
+                body=WebhookIn, body_example=WEBHOOK_EXAMPLE, response=WebhookCreated, status=201, errors=(400, 415)
+            )
+        },
+    )
+    async def create(request: Request[Any, Any, Any]) -> Response[bytes]:
+        principal = await caller(request)
+        wanted = decode_body(_decode_in, await request.body(), request.headers.get("content-type"))
+        url = await checked_url(wanted.url)
+        secret = wanted.secret or new_secret()
+        hook = await store.create_webhook(
+            rt.pool,
+            principal.tenant_id,
+            url,
+            list(dict.fromkeys(wanted.events)),
+            wanted.sources,
+            wanted.description,
+            secret,
+        )
+        body = WebhookCreated(
+            **msgspec.structs.asdict(webhook_out(hook)), secret=secret, request_id=request_id(request)
+        )
+        return json_response(encode(body), 201)
+
+    @get(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        summary="The tenant's webhooks, oldest first",
+        opt={
+            "doc": Doc(
+                params=(
+                    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1}),
+                    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+                    Param("is_active", "query", "Only active (true) or disabled (false) webhooks", {"type": "boolean"}),
+                ),
+                response=WebhookPage,
+                errors=(422,),
+            )
+        },
+    )
+    async def list_webhooks(request: Request[Any, Any, Any]) -> Response[bytes]:
+        principal = await caller(request)
+        params = request.query_params
+        limit = _limit(params.get("limit"))
+        active = _is_active(params.get("is_active"))
+        cursor = params.get("cursor")
+        after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
+        hooks = await store.list_webhooks(rt.pool, principal.tenant_id, active, after, limit + 1)
+        next_cursor = None
+        if len(hooks) > limit:
+            hooks = hooks[:limit]
+            last = hooks[-1]
+            next_cursor = encode_cursor(settings.cursor_secret, principal.tenant_id, last.created_at, last.webhook_id)
+        page = WebhookPage(
+            [webhook_out(h) for h in hooks], Pagination(limit, next_cursor), next_cursor, request_id(request)
+        )
+        return json_response(encode(page))
+
+    @get(
+        "/v1/webhooks/{webhook_id:str}",
+        tags=["webhooks"],
+        summary="One webhook of the tenant",
+        opt={"doc": Doc(response=WebhookResponse, errors=(404, 422))},
+    )
+    async def get_webhook(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        return answer(await store.get_webhook(rt.pool, principal.tenant_id, wid), wid, request)
+
+    @put(
+        "/v1/webhooks/{webhook_id:str}",
+        tags=["webhooks"],
+        summary="Replace a webhook (fields left out take their defaults; the secret is kept)",
+        opt={
+            "doc": Doc(
+                body=WebhookPut, body_example=WEBHOOK_EXAMPLE, response=WebhookResponse, errors=(400, 404, 415, 422)
+            )
+        },
+    )
+    async def replace(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        wanted = decode_body(_decode_put, await request.body(), request.headers.get("content-type"))
+        changes = msgspec.structs.asdict(wanted)
+        changes["url"] = await checked_url(wanted.url)
+        changes["events"] = list(dict.fromkeys(wanted.events))
+        return answer(await store.update_webhook(rt.pool, principal.tenant_id, wid, changes), wid, request)
+
+    @patch(
+        "/v1/webhooks/{webhook_id:str}",
+        tags=["webhooks"],
+        summary="Change some of a webhook's fields (null clears sources)",
+        opt={"doc": Doc(body=WebhookPatch, response=WebhookResponse, errors=(400, 404, 415, 422))},
+    )
+    async def change(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        wanted = decode_body(_decode_patch, await request.body(), request.headers.get("content-type"))
+        changes = {k: v for k, v in msgspec.structs.asdict(wanted).items() if v is not msgspec.UNSET}
+        if "url" in changes:
+            changes["url"] = await checked_url(changes["url"])
+        if "events" in changes:
+            changes["events"] = list(dict.fromkeys(changes["events"]))
+        return answer(await store.update_webhook(rt.pool, principal.tenant_id, wid, changes), wid, request)
+
+    @delete(
+        "/v1/webhooks/{webhook_id:str}",
+        status_code=204,
+        tags=["webhooks"],
+        summary="Delete a webhook",
+        opt={"doc": Doc(status=204, errors=(404, 422))},
+    )
+    async def remove(request: Request[Any, Any, Any], webhook_id: str) -> None:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        if not await store.delete_webhook(rt.pool, principal.tenant_id, wid):
+            raise missing(wid)
+
+    @post(
+        "/v1/webhooks/{webhook_id:str}/rotate-secret",
+        status_code=200,
+        tags=["webhooks"],
+        summary="Replace the signing secret; the previous one keeps signing alongside for 24 h",
+        opt={"doc": Doc(body=SecretIn, response=SecretRotated, errors=(400, 404, 415, 422))},
+    )
+    async def rotate_secret(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        raw = await request.body()
+        wanted = decode_body(_decode_secret, raw, request.headers.get("content-type")) if raw.strip() else SecretIn()
+        secret = wanted.secret or new_secret()
+        until = await store.rotate_secret(rt.pool, principal.tenant_id, wid, secret, SECRET_OVERLAP)
+        if until is None:
+            raise missing(wid)
+        return json_response(encode(SecretRotated(str(wid), secret, format_timestamp(until), request_id(request))))
+
+    return [create, list_webhooks, get_webhook, replace, change, remove, rotate_secret]

@@ -1,0 +1,167 @@
+"""Webhook subscriptions over HTTP: create (secret shown once), list with cursors and is_active, get, replace,
+change, delete, rotate the secret; destinations checked against SSRF; another tenant sees none of it.
+(Deliveries are not built yet.)"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from triggers_common.auth import create_key
+from triggers_common.db import Pool
+
+from tests.support import Server
+
+pytestmark = pytest.mark.e2e
+
+HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["order.*", "user.created"], "description": "orders"}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+async def create(client: httpx.AsyncClient, key: str, **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/v1/webhooks", json={**HOOK, **overrides}, headers=auth(key))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_webhook_lifecycle(client: httpx.AsyncClient, tenant_key: str) -> None:
+    created = await create(client, tenant_key)
+    assert created["secret"].startswith("whsec_") and created["is_active"] is True
+    assert created["events"] == ["order.*", "user.created"] and created["sources"] is None
+    path = f"/v1/webhooks/{created['webhook_id']}"
+
+    got = (await client.get(path, headers=auth(tenant_key))).json()
+    assert "secret" not in got and got["url"] == HOOK["url"]
+
+    patched = await client.patch(path, json={"is_active": False, "sources": ["shop"]}, headers=auth(tenant_key))
+    assert patched.status_code == 200 and patched.json()["is_active"] is False
+    assert patched.json()["sources"] == ["shop"] and patched.json()["events"] == HOOK["events"]
+
+    replaced = await client.put(
+        path, json={"url": "https://127.0.0.1/other", "events": ["*"]}, headers=auth(tenant_key)
+    )
+    body = replaced.json()
+    assert replaced.status_code == 200
+    assert (body["url"], body["events"], body["sources"], body["is_active"], body["description"]) == (
+        "https://127.0.0.1/other",
+        ["*"],
+        None,
+        True,
+        "",
+    )
+
+    rotated = await client.post(f"{path}/rotate-secret", headers=auth(tenant_key))
+    assert rotated.status_code == 200
+    assert rotated.json()["secret"].startswith("whsec_") and rotated.json()["secret"] != created["secret"]
+    assert rotated.json()["previous_secret_expires_at"].endswith("Z")
+    chosen = await client.post(f"{path}/rotate-secret", json={"secret": "s" * 20}, headers=auth(tenant_key))
+    assert chosen.json()["secret"] == "s" * 20
+
+    deleted = await client.delete(path, headers=auth(tenant_key))
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert (await client.get(path, headers=auth(tenant_key))).status_code == 404
+    assert (await client.delete(path, headers=auth(tenant_key))).status_code == 404
+
+
+async def test_list_pages_and_filters(client: httpx.AsyncClient, tenant_key: str) -> None:
+    ids = [(await create(client, tenant_key, description=str(i)))["webhook_id"] for i in range(5)]
+    await client.patch(f"/v1/webhooks/{ids[1]}", json={"is_active": False}, headers=auth(tenant_key))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/webhooks", params=params, headers=auth(tenant_key))).json()
+        seen += [w["webhook_id"] for w in page["webhooks"]]
+        assert all("secret" not in w for w in page["webhooks"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ids
+    active = (await client.get("/v1/webhooks", params={"is_active": "true"}, headers=auth(tenant_key))).json()
+    assert [w["webhook_id"] for w in active["webhooks"]] == [i for i in ids if i != ids[1]]
+    for params in ({"is_active": "yes"}, {"limit": "0"}, {"cursor": "x.y"}):
+        assert (await client.get("/v1/webhooks", params=params, headers=auth(tenant_key))).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "ftp://example.com/x"}, "body.url"),
+        ({"url": "http://user:pw@example.com/x"}, "body.url"),
+        ({"url": "not a url"}, "body.url"),
+        ({"events": []}, "body.events"),
+        ({"events": ["user.*.x"]}, "body.events.0"),
+        ({"events": ["a b"]}, "body.events.0"),
+        ({"secret": "short"}, "body.secret"),
+        ({"sources": []}, "body.sources"),
+        ({"extra": 1}, "body"),
+    ],
+)
+async def test_bad_webhooks_are_400_and_create_nothing(
+    client: httpx.AsyncClient, tenant_key: str, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/v1/webhooks", json={**HOOK, **body}, headers=auth(tenant_key))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"]["validation_errors"][0]["field"] == field
+    assert (await client.get("/v1/webhooks", headers=auth(tenant_key))).json()["webhooks"] == []
+
+
+async def test_another_tenant_sees_and_changes_nothing(client: httpx.AsyncClient, tenant_key: str, pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        other = (await create_key(conn, f"t-{uuid.uuid4().hex[:12]}")).key
+    created = await create(client, tenant_key)
+    path = f"/v1/webhooks/{created['webhook_id']}"
+    for method, url, body in (
+        ("GET", path, None),
+        ("PUT", path, HOOK),
+        ("PATCH", path, {"is_active": False}),
+        ("DELETE", path, None),
+        ("POST", f"{path}/rotate-secret", None),
+    ):
+        response = await client.request(method, url, json=body, headers=auth(other))
+        assert response.status_code == 404, (method, response.text)
+    assert (await client.get("/v1/webhooks", headers=auth(other))).json()["webhooks"] == []
+    assert (await client.get(path, headers=auth(tenant_key))).json() | {"request_id": None} == {
+        **{k: v for k, v in created.items() if k != "secret"},
+        "request_id": None,
+    }
+
+
+@pytest.fixture(scope="module")
+async def strict_server(test_env: dict[str, str], pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The webhooks target with private destinations refused, as in production."""
+    env = {**test_env, "TRIGGERS_WEBHOOKS_ALLOW_PRIVATE": "false"}
+    server = await Server(env, target="webhooks", log_dir=Path(tmp_path_factory.mktemp("strict"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://localhost:8080/hook",  # a DNS name that resolves to loopback
+        "http://0.0.0.0/hook",
+        "https://no-such-host.invalid/hook",
+    ],
+)
+async def test_private_and_unresolvable_destinations_are_refused(
+    strict_server: Server, tenant_key: str, url: str
+) -> None:
+    async with httpx.AsyncClient(base_url=strict_server.url, headers=auth(tenant_key)) as c:
+        response = await c.post("/v1/webhooks", json={**HOOK, "url": url})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["details"]["validation_errors"][0]["field"] == "body.url"
+        assert json.dumps((await c.get("/v1/webhooks")).json()["webhooks"]) == "[]"
