@@ -4,6 +4,8 @@ change, delete, rotate the secret; destinations checked against SSRF; another te
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 from pathlib import Path
@@ -11,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
 from triggers_common.auth import create_key
 from triggers_common.db import Pool
 
-from tests.support import Server
+from tests.support import Server, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -165,3 +169,66 @@ async def test_private_and_unresolvable_destinations_are_refused(
         assert response.status_code == 400, response.text
         assert response.json()["error"]["details"]["validation_errors"][0]["field"] == "body.url"
         assert json.dumps((await c.get("/v1/webhooks")).json()["webhooks"]) == "[]"
+
+
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that records every request and answers with ``status``."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        return web.Response(status=self.status)
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_a_test_delivery_is_signed_both_ways_over_the_exact_bytes(
+    client: httpx.AsyncClient, tenant_key: str
+) -> None:
+    async with Receiver() as receiver:
+        created = await create(client, tenant_key, url=receiver.url)
+        result = await client.post(f"/v1/webhooks/{created['webhook_id']}/test", headers=auth(tenant_key))
+        assert result.status_code == 200, result.text
+        assert result.json()["status"] == "success" and result.json()["status_code"] == 204
+        [(headers, body)] = receiver.requests
+        event = Webhook(created["secret"]).verify(body, headers)  # the official Standard Webhooks library
+        assert event["event_type"] == "webhook.test" and event["status"] == "pending"
+        legacy = hmac.new(created["secret"].encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Webhook-Signature"] == legacy
+        assert headers["X-Webhook-Id"] == headers["webhook-id"]
+
+        rotated = (
+            await client.post(f"/v1/webhooks/{created['webhook_id']}/rotate-secret", headers=auth(tenant_key))
+        ).json()
+        await client.post(f"/v1/webhooks/{created['webhook_id']}/test", headers=auth(tenant_key))
+        headers, body = receiver.requests[-1]
+        assert len(headers["webhook-signature"].split()) == 2, "both secrets sign during the overlap"
+        Webhook(created["secret"]).verify(body, headers)
+        Webhook(rotated["secret"]).verify(body, headers)
+
+        receiver.status = 500
+        failed = (await client.post(f"/v1/webhooks/{created['webhook_id']}/test", headers=auth(tenant_key))).json()
+        assert (failed["status"], failed["status_code"]) == ("failed", 500)
+
+
+async def test_a_test_delivery_to_a_dead_endpoint_fails_cleanly(client: httpx.AsyncClient, tenant_key: str) -> None:
+    created = await create(client, tenant_key, url=f"http://127.0.0.1:{free_port()}/hook")
+    result = (await client.post(f"/v1/webhooks/{created['webhook_id']}/test", headers=auth(tenant_key))).json()
+    assert result["status"] == "failed" and result["status_code"] is None and result["message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
@@ -16,11 +17,12 @@ from triggers_common.auth import Principal
 from triggers_common.cursor import decode_cursor, encode_cursor
 from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id
-from triggers_common.models import format_timestamp
+from triggers_common.models import format_timestamp, new_event_id
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
-from triggers_webhooks import guard, store
+from triggers_webhooks import guard, signing, store
+from triggers_webhooks.deliver import DeliveryClient
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -106,6 +108,28 @@ class WebhookPage(msgspec.Struct):
     request_id: str
 
 
+class TestResult(msgspec.Struct):
+    webhook_id: str
+    status: str
+    """success (a 2xx within 15 s) or failed."""
+    status_code: int | None
+    message: str
+    request_id: str
+
+
+class TestEvent(msgspec.Struct):
+    """What a test delivery carries: an event as GET /v1/events/{id} shows it (it is not stored)."""
+
+    event_id: str
+    created_at: str
+    source: str
+    event_type: str
+    payload: dict[str, str]
+    status: str
+    metadata: None
+    acknowledged_at: None
+
+
 class SecretRotated(msgspec.Struct):
     webhook_id: str
     secret: str
@@ -157,7 +181,7 @@ def _is_active(raw: str | None) -> bool | None:
     return raw == "true"
 
 
-def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
+def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHandler]:
     settings = rt.settings
 
     async def caller(request: Request[Any, Any, Any]) -> Principal:
@@ -323,4 +347,44 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
             raise missing(wid)
         return json_response(encode(SecretRotated(str(wid), secret, format_timestamp(until), request_id(request))))
 
-    return [create, list_webhooks, get_webhook, replace, change, remove, rotate_secret]
+    @post(
+        "/v1/webhooks/{webhook_id:str}/test",
+        status_code=200,
+        tags=["webhooks"],
+        summary="Send a signed test event (event_type webhook.test) to the webhook now and report the outcome",
+        opt={"doc": Doc(response=TestResult, errors=(404, 422))},
+    )
+    async def test(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        target = await store.signing_target(rt.pool, principal.tenant_id, wid)
+        if target is None:
+            raise missing(wid)
+        url, secrets_now = target
+        event_id, created = new_event_id()
+        body = encode(
+            TestEvent(
+                str(event_id),
+                format_timestamp(created),
+                "triggers",
+                "webhook.test",
+                {"message": "A test delivery from Triggers"},
+                "pending",
+                None,
+                None,
+            )
+        )
+        message_id = f"msg_test_{event_id.hex}"
+        attempt = await client.post(url, body, signing.headers(secrets_now, message_id, int(time.time()), body))
+        if attempt.ok:
+            message = f"Delivered in {attempt.latency_ms:.0f} ms"
+        elif attempt.status_code is not None:
+            message = f"The receiver answered {attempt.status_code}"
+        else:
+            message = attempt.error or "Not delivered"
+        result = TestResult(
+            str(wid), "success" if attempt.ok else "failed", attempt.status_code, message, request_id(request)
+        )
+        return json_response(encode(result))
+
+    return [create, list_webhooks, get_webhook, replace, change, remove, rotate_secret, test]

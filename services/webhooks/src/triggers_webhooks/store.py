@@ -122,3 +122,16 @@ async def rotate_secret(
         secret,
     )
     return until
+
+
+async def signing_target(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID) -> tuple[str, list[str]] | None:
+    """The webhook's URL and the secrets that sign for it now (the current one first)."""
+    record = await pool.fetchrow(
+        """SELECT url, secret, CASE WHEN previous_secret_until > now() THEN previous_secret END AS previous
+           FROM webhooks WHERE webhook_id = $1 AND tenant_id = $2""",
+        webhook_id,
+        tenant_id,
+    )
+    if record is None:
+        return None
+    return record["url"], [record["secret"], *([record["previous"]] if record["previous"] else [])]
