@@ -115,6 +115,7 @@ async def test_env(stack: Stack) -> AsyncIterator[dict[str, str]]:
         "TRIGGERS_CONSUMER_GROUP_PREFIX": f"test-{run}",
         "TRIGGERS_LOG_LEVEL": "INFO",
         "TRIGGERS_INBOX_STATS_INTERVAL_S": "1",  # the inbox gauges refresh fast enough to be tested
+        "TRIGGERS_WEBHOOK_RETRY_SCHEDULE_S": "0.2,0.4,0.8",  # retries within a test
     }
     try:
         yield env

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +16,7 @@ from standardwebhooks import Webhook
 from triggers_common.auth import create_key
 from triggers_common.db import Pool
 
-from tests.support import Server, free_port
+from tests.support import event, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -139,38 +137,6 @@ async def test_another_tenant_sees_and_changes_nothing(client: httpx.AsyncClient
     }
 
 
-@pytest.fixture(scope="module")
-async def strict_server(test_env: dict[str, str], pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The webhooks target with private destinations refused, as in production."""
-    env = {**test_env, "TRIGGERS_WEBHOOKS_ALLOW_PRIVATE": "false"}
-    server = await Server(env, target="webhooks", log_dir=Path(tmp_path_factory.mktemp("strict"))).start()
-    yield server
-    server.stop()
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1/hook",
-        "http://169.254.169.254/latest/meta-data/",
-        "http://[::1]:8080/hook",
-        "http://10.1.2.3/hook",
-        "http://[::ffff:10.0.0.1]/hook",
-        "http://localhost:8080/hook",  # a DNS name that resolves to loopback
-        "http://0.0.0.0/hook",
-        "https://no-such-host.invalid/hook",
-    ],
-)
-async def test_private_and_unresolvable_destinations_are_refused(
-    strict_server: Server, tenant_key: str, url: str
-) -> None:
-    async with httpx.AsyncClient(base_url=strict_server.url, headers=auth(tenant_key)) as c:
-        response = await c.post("/v1/webhooks", json={**HOOK, "url": url})
-        assert response.status_code == 400, response.text
-        assert response.json()["error"]["details"]["validation_errors"][0]["field"] == "body.url"
-        assert json.dumps((await c.get("/v1/webhooks")).json()["webhooks"]) == "[]"
-
-
 class Receiver:
     """A real HTTP receiver on 127.0.0.1 that records every request and answers with ``status``."""
 
@@ -232,3 +198,100 @@ async def test_a_test_delivery_to_a_dead_endpoint_fails_cleanly(client: httpx.As
     created = await create(client, tenant_key, url=f"http://127.0.0.1:{free_port()}/hook")
     result = (await client.post(f"/v1/webhooks/{created['webhook_id']}/test", headers=auth(tenant_key))).json()
     assert result["status"] == "failed" and result["status_code"] is None and result["message"]
+
+
+async def post_event(client: httpx.AsyncClient, key: str, **overrides: Any) -> str:
+    response = await client.post("/v1/events", json=event(**overrides), headers=auth(key))
+    assert response.status_code == 201, response.text
+    return str(response.json()["event_id"])
+
+
+async def test_matching_events_are_delivered_signed_once_per_webhook(
+    client: httpx.AsyncClient, tenant_key: str
+) -> None:
+    async with Receiver() as orders, Receiver() as shop_only:
+        hook = await create(client, tenant_key, url=orders.url, events=["order.*"])
+        narrow = await create(client, tenant_key, url=shop_only.url, events=["*"], sources=["shop"])
+        raw = b'{"source":"shop","event_type":"order.created","payload":{"n":1.50}}'
+        posted = await client.post(
+            "/v1/events", content=raw, headers={**auth(tenant_key), "Content-Type": "application/json"}
+        )
+        wanted = posted.json()["event_id"]
+        other_source = await post_event(client, tenant_key, event_type="order.paid", source="crm")
+        await post_event(client, tenant_key, event_type="user.created", source="crm")  # matches neither
+
+        async def delivered() -> bool:
+            return len(orders.requests) >= 2 and len(shop_only.requests) >= 1
+
+        await wait_until(delivered, timeout=20, what="the deliveries")
+        got = {Webhook(hook["secret"]).verify(body, headers)["event_id"] for headers, body in orders.requests}
+        assert got == {wanted, other_source}
+        [(headers, body)] = shop_only.requests
+        delivered_event = Webhook(narrow["secret"]).verify(body, headers)
+        assert delivered_event["event_id"] == wanted and b'"n":1.50' in body, "the payload's bytes as sent"
+        assert set(delivered_event) == {
+            "event_id",
+            "created_at",
+            "source",
+            "event_type",
+            "payload",
+            "status",
+            "metadata",
+            "acknowledged_at",
+        }
+        mine = (await client.get(f"/v1/events/{wanted}", headers=auth(tenant_key))).json()
+        assert delivered_event == {k: v for k, v in mine.items() if k != "request_id"}
+
+
+async def test_a_failing_endpoint_gets_retries_with_the_same_webhook_id(
+    client: httpx.AsyncClient, tenant_key: str
+) -> None:
+    async with Receiver(status=500) as receiver:
+        hook = await create(client, tenant_key, url=receiver.url, events=["*"])
+        await post_event(client, tenant_key)
+
+        async def retried() -> bool:
+            return len(receiver.requests) >= 2
+
+        await wait_until(retried, timeout=20, what="a retry")
+        receiver.status = 204
+
+        async def settled() -> bool:
+            return len(receiver.requests) >= 3
+
+        await wait_until(settled, timeout=20, what="the third attempt")
+        ids = {headers["webhook-id"] for headers, _ in receiver.requests}
+        assert len(ids) == 1, "one webhook-id for every attempt"
+        for headers, body in receiver.requests:
+            Webhook(hook["secret"]).verify(body, headers)
+
+
+async def test_410_disables_the_webhook(client: httpx.AsyncClient, tenant_key: str) -> None:
+    async with Receiver(status=410) as receiver:
+        hook = await create(client, tenant_key, url=receiver.url, events=["*"])
+        await post_event(client, tenant_key)
+
+        async def disabled() -> dict[str, Any] | None:
+            got = (await client.get(f"/v1/webhooks/{hook['webhook_id']}", headers=auth(tenant_key))).json()
+            return got if got["is_active"] is False else None
+
+        got = await wait_until(disabled, timeout=20, what="the webhook disabled")
+        assert "410" in got["disabled_reason"]
+        assert len(receiver.requests) == 1
+
+
+async def test_another_tenants_events_never_reach_a_webhook(
+    client: httpx.AsyncClient, tenant_key: str, pool: Pool
+) -> None:
+    async with pool.acquire() as conn:
+        other = (await create_key(conn, f"t-{uuid.uuid4().hex[:12]}")).key
+    async with Receiver() as receiver:
+        await create(client, tenant_key, url=receiver.url, events=["*"])
+        await post_event(client, other)
+        mine = await post_event(client, tenant_key)
+
+        async def mine_arrived() -> bool:
+            return any(mine.encode() in body for _, body in receiver.requests)
+
+        await wait_until(mine_arrived, timeout=20, what="the tenant's own event")
+        assert len(receiver.requests) == 1, "and only that one"

@@ -79,6 +79,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Allow webhook URLs that resolve to loopback, private, link-local or metadata addresses (default: only
     in dev mode, so a receiver on 127.0.0.1 works out of the box)."""
 
+    webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    """Seconds before each retry of a failed delivery (±20 % jitter); after the last, the delivery fails."""
+    webhook_concurrency: int = 200
+    """Deliveries in flight at once per process."""
+
     default_rate_limit: int = 1000
     """Requests per minute for a key without its own ``rate_limit``."""
     tenant_rate_limit: int = 60_000
@@ -92,6 +97,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def __post_init__(self) -> None:
         if not self.dev_mode and not self.secret_key:
             raise ValueError("TRIGGERS_SECRET_KEY must be set outside dev mode")
+
+    @property
+    def webhook_retries(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.webhook_retry_schedule_s.split(",") if x.strip())
 
     @property
     def private_webhooks_allowed(self) -> bool:

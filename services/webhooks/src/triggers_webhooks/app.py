@@ -1,23 +1,47 @@
-"""The webhooks component: subscriptions over HTTP, and signed test deliveries. Event deliveries (the consumer
-and dispatcher) are not built yet: a subscription is stored, validated and listed, but events are not sent."""
+"""The webhooks component: subscriptions over HTTP; the consumer that schedules a delivery per matching event
+and webhook; the dispatcher that sends them, signed, with retries."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from importlib.resources import files
 
 from triggers_common.http import Component
 from triggers_common.runtime import Runtime
 
 from triggers_webhooks.deliver import DeliveryClient
+from triggers_webhooks.dispatch import Dispatcher, Subscriptions, create_consumer
 from triggers_webhooks.routes import build_routes
 
 
 def create_component(rt: Runtime) -> Component:
     client = DeliveryClient(rt.settings.private_webhooks_allowed)
+    subscriptions = Subscriptions(rt)
+    consumer = create_consumer(rt, subscriptions)
+    dispatcher = Dispatcher(rt, client)
+    task: asyncio.Task[None] | None = None
+
+    async def start() -> None:
+        nonlocal task
+        await client.start()
+        await subscriptions.start()  # loaded before the first event is consumed
+        task = asyncio.create_task(consumer.run_forever(), name="webhooks-consumer")
+        await dispatcher.start()
+
+    async def stop() -> None:
+        await dispatcher.stop()
+        await consumer.stop()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+        await subscriptions.stop()
+        await client.stop()
+
     return Component(
         name="webhooks",
         routes=build_routes(rt, client),
         migrations=files("triggers_webhooks") / "migrations",
-        start=client.start,
-        stop=client.stop,
+        start=start,
+        stop=stop,
     )

@@ -4,6 +4,7 @@ are not followed (a 3xx is a failure): they could lead anywhere."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import time
@@ -28,7 +29,10 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
+        try:
+            results = await asyncio.wait_for(self._inner.resolve(host, port, family), guard.RESOLVE_TIMEOUT_S)
+        except TimeoutError:
+            raise OSError(f"{host} did not resolve within {guard.RESOLVE_TIMEOUT_S:g} s") from None
         if not self._allow_private:
             for result in results:
                 if guard.forbidden(ipaddress.ip_address(result["host"])):

@@ -51,6 +51,7 @@ async def create_webhook(
         description,
         secret,
     )
+    await notify_changed(pool)
     return _webhook(record)
 
 
@@ -98,6 +99,7 @@ async def update_webhook(
         tenant_id,
         *(changes[name] for name in fields),
     )
+    await notify_changed(pool)
     return None if record is None else _webhook(record)
 
 
@@ -105,6 +107,7 @@ async def delete_webhook(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UU
     status: str = await pool.execute(
         "DELETE FROM webhooks WHERE webhook_id = $1 AND tenant_id = $2", webhook_id, tenant_id
     )
+    await notify_changed(pool)
     return status != "DELETE 0"
 
 
@@ -135,3 +138,117 @@ async def signing_target(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UU
     if record is None:
         return None
     return record["url"], [record["secret"], *([record["previous"]] if record["previous"] else [])]
+
+
+# --- Deliveries --------------------------------------------------------------------------------------------
+
+CHANGES_CHANNEL = "triggers_webhooks"
+"""NOTIFY'd by every subscription change: each process reloads its subscription index."""
+
+
+async def notify_changed(pool: asyncpg.Pool) -> None:
+    await pool.execute("SELECT pg_notify($1, '')", CHANGES_CHANNEL)
+
+
+class Subscription(msgspec.Struct, frozen=True):
+    webhook_id: uuid.UUID
+    tenant_id: str
+    events: list[str]
+    sources: list[str] | None
+
+
+async def active_subscriptions(pool: asyncpg.Pool) -> tuple[list[Subscription], datetime]:
+    """Every active subscription, and the database time they were read at."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        records = await conn.fetch("SELECT webhook_id, tenant_id, events, sources FROM webhooks WHERE is_active")
+        read_at: datetime = await conn.fetchval("SELECT statement_timestamp()")
+    return [Subscription(*r.values()) for r in records], read_at
+
+
+class NewDelivery(msgspec.Struct, frozen=True):
+    delivery_id: uuid.UUID
+    tenant_id: str
+    webhook_id: uuid.UUID
+    event_id: uuid.UUID
+    body: bytes
+
+
+async def insert_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery]) -> int:
+    """Schedule deliveries, due now; those that exist already (a redelivered record) are left alone."""
+    rows = sorted({r.delivery_id: r for r in rows}.values(), key=lambda r: r.delivery_id)
+    status: str = await pool.execute(
+        """INSERT INTO deliveries (delivery_id, tenant_id, webhook_id, event_id, body)
+           SELECT d.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
+             AS d (delivery_id, tenant_id, webhook_id, event_id, body)
+           JOIN webhooks w USING (webhook_id)
+           ON CONFLICT (delivery_id) DO NOTHING""",
+        [r.delivery_id for r in rows],
+        [r.tenant_id for r in rows],
+        [r.webhook_id for r in rows],
+        [r.event_id for r in rows],
+        [r.body for r in rows],
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+class Due(msgspec.Struct, frozen=True):
+    delivery_id: uuid.UUID
+    webhook_id: uuid.UUID
+    body: bytes
+    attempts: int
+    url: str
+    secrets: list[str]
+    is_active: bool
+
+
+async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta) -> list[Due]:
+    """Take up to ``limit`` due deliveries for ``hold`` (longer than an attempt can last): no other dispatcher
+    sends them meanwhile, and if this one dies they are due again after it."""
+    records = await pool.fetch(
+        """WITH taken AS (
+             UPDATE deliveries d SET next_attempt_at = now() + $2::interval
+             WHERE delivery_id IN (
+               SELECT delivery_id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING d.delivery_id, d.webhook_id, d.body, d.attempts)
+           SELECT t.*, w.url,
+                  array_remove(ARRAY[w.secret, CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END],
+                               NULL) AS secrets,
+                  w.is_active
+           FROM taken t JOIN webhooks w USING (webhook_id)""",
+        limit,
+        hold,
+    )
+    return [Due(*r.values()) for r in records]
+
+
+async def record_attempt(
+    pool: asyncpg.Pool,
+    delivery_id: uuid.UUID,
+    status: str,
+    status_code: int | None,
+    error: str | None,
+    retry_in: timedelta | None,
+) -> None:
+    """One attempt's outcome: ``status`` succeeded, failed, or pending again after ``retry_in``."""
+    await pool.execute(
+        """UPDATE deliveries SET status = $2, attempts = attempts + 1, last_status_code = $3, last_error = $4,
+                                 next_attempt_at = CASE WHEN $5::interval IS NULL THEN next_attempt_at
+                                                        ELSE now() + $5::interval END,
+                                 updated_at = now()
+           WHERE delivery_id = $1""",
+        delivery_id,
+        status,
+        status_code,
+        error,
+        retry_in,
+    )
+
+
+async def disable_webhook(pool: asyncpg.Pool, webhook_id: uuid.UUID, reason: str) -> None:
+    await pool.execute(
+        "UPDATE webhooks SET is_active = false, disabled_reason = $2, updated_at = now() WHERE webhook_id = $1",
+        webhook_id,
+        reason,
+    )
+    await notify_changed(pool)
