@@ -295,3 +295,41 @@ async def test_another_tenants_events_never_reach_a_webhook(
 
         await wait_until(mine_arrived, timeout=20, what="the tenant's own event")
         assert len(receiver.requests) == 1, "and only that one"
+
+
+async def test_the_delivery_log_shows_every_attempt_and_a_failed_delivery_can_be_retried(
+    client: httpx.AsyncClient, tenant_key: str, pool: Pool
+) -> None:
+    async with Receiver(status=500) as receiver:
+        hook = await create(client, tenant_key, url=receiver.url, events=["*"])
+        path = f"/v1/webhooks/{hook['webhook_id']}/deliveries"
+        event_id = await post_event(client, tenant_key)
+
+        async def failed() -> dict[str, Any] | None:
+            page = (await client.get(path, params={"status": "failed"}, headers=auth(tenant_key))).json()
+            return page["deliveries"][0] if page["deliveries"] else None
+
+        delivery = await wait_until(failed, timeout=20, what="the retries used up")
+        assert delivery["event_id"] == event_id and delivery["attempts"] == 4, "the first try and 3 retries"
+        assert [a["status_code"] for a in delivery["attempt_log"]] == [500] * 4
+        assert delivery["next_attempt_at"] is None and delivery["last_error"] == "HTTP 500"
+
+        receiver.status = 204
+        retried = await client.post(f"{path}/{delivery['delivery_id']}/retry", headers=auth(tenant_key))
+        assert retried.status_code == 202, retried.text
+
+        async def succeeded() -> dict[str, Any] | None:
+            page = (await client.get(path, params={"event_id": event_id}, headers=auth(tenant_key))).json()
+            return page["deliveries"][0] if page["deliveries"][0]["status"] == "succeeded" else None
+
+        done = await wait_until(succeeded, timeout=20, what="the manual retry delivered")
+        assert done["attempts"] == 5 and done["attempt_log"][-1]["status_code"] == 204
+        assert len({headers["webhook-id"] for headers, _ in receiver.requests}) == 1
+
+        async with pool.acquire() as conn:
+            other = (await create_key(conn, f"t-{uuid.uuid4().hex[:12]}")).key
+        assert (await client.get(path, headers=auth(other))).status_code == 404
+        foreign = await client.post(f"{path}/{delivery['delivery_id']}/retry", headers=auth(other))
+        assert foreign.status_code == 404
+        for params in ({"status": "lost"}, {"event_id": "x"}, {"cursor": "x.y"}):
+            assert (await client.get(path, params=params, headers=auth(tenant_key))).status_code == 422

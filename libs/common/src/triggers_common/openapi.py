@@ -28,7 +28,7 @@ ERRORS = {
     503: "SERVICE_UNAVAILABLE: Kafka or Postgres unreachable; nothing was done; see `Retry-After`",
 }
 AUTH_ERRORS = (401, 403, 429, 503)
-UUID_PATH_PARAMS = {"event_id", "lease_id", "webhook_id"}
+UUID_PATH_PARAMS = {"event_id", "lease_id", "webhook_id", "delivery_id"}
 _RATE_HEADERS = {
     "X-RateLimit-Limit": "Requests per minute allowed for the key",
     "X-RateLimit-Remaining": "Requests left in the current window",

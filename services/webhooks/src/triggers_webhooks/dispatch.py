@@ -197,16 +197,20 @@ class Dispatcher:
         headers = signing.headers(delivery.secrets, message_id, int(time.time()), delivery.body)
         attempt = await self._client.post(delivery.url, delivery.body, headers)
         if attempt.ok:
-            await store.record_attempt(pool, delivery.delivery_id, "succeeded", attempt.status_code, None, None)
+            await store.record_attempt(
+                pool, delivery.delivery_id, "succeeded", attempt.status_code, None, None, attempt.latency_ms
+            )
             return
         error = attempt.error or f"HTTP {attempt.status_code}"
         if attempt.status_code == 410:
             await store.disable_webhook(pool, delivery.webhook_id, "the endpoint answered 410 Gone")
-            await store.record_attempt(pool, delivery.delivery_id, "failed", 410, error, None)
+            await store.record_attempt(pool, delivery.delivery_id, "failed", 410, error, None, attempt.latency_ms)
             return
         retry_in = self.retry_in(delivery.attempts, attempt)
         status = "failed" if retry_in is None else "pending"
-        await store.record_attempt(pool, delivery.delivery_id, status, attempt.status_code, error, retry_in)
+        await store.record_attempt(
+            pool, delivery.delivery_id, status, attempt.status_code, error, retry_in, attempt.latency_ms
+        )
 
     def retry_in(self, attempts_before: int, attempt: Attempt) -> timedelta | None:
         """When to try again after a failed attempt, or None when the schedule is used up."""

@@ -130,6 +130,42 @@ class TestEvent(msgspec.Struct):
     acknowledged_at: None
 
 
+class AttemptOut(msgspec.Struct):
+    attempt: int
+    at: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+
+
+class DeliveryOut(msgspec.Struct):
+    delivery_id: str
+    event_id: str
+    status: str
+    """pending (due at next_attempt_at), succeeded or failed (retries used up; POST .../retry sends again)."""
+    attempts: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    attempt_log: list[AttemptOut]
+
+
+class DeliveryPage(msgspec.Struct):
+    deliveries: list[DeliveryOut]
+    pagination: Pagination
+    next_cursor: str | None
+    request_id: str
+
+
+class RetryQueued(msgspec.Struct):
+    delivery_id: str
+    status: str
+    message: str
+    request_id: str
+
+
 class SecretRotated(msgspec.Struct):
     webhook_id: str
     secret: str
@@ -387,4 +423,93 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         )
         return json_response(encode(result))
 
-    return [create, list_webhooks, get_webhook, replace, change, remove, rotate_secret, test]
+    @get(
+        "/v1/webhooks/{webhook_id:str}/deliveries",
+        tags=["webhooks"],
+        summary="The webhook's deliveries, newest first, each with its attempts",
+        opt={
+            "doc": Doc(
+                params=(
+                    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1}),
+                    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+                    Param("status", "query", "Only pending, succeeded or failed deliveries", {"enum": list(_STATUSES)}),
+                    Param("event_id", "query", "Only the delivery of this event", {"type": "string", "format": "uuid"}),
+                ),
+                response=DeliveryPage,
+                errors=(404, 422),
+            )
+        },
+    )
+    async def deliveries(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        params = request.query_params
+        limit = _limit(params.get("limit"))
+        status = params.get("status")
+        if status is not None and status not in _STATUSES:
+            raise InvalidParameter.field("query.status", "Must be one of pending, succeeded, failed")
+        event_id = _uuid_param(params.get("event_id"), "query.event_id")
+        cursor = params.get("cursor")
+        after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
+        if await store.get_webhook(rt.pool, principal.tenant_id, wid) is None:
+            raise missing(wid)
+        rows = await store.list_deliveries(rt.pool, principal.tenant_id, wid, status, event_id, after, limit + 1)
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(
+                settings.cursor_secret, principal.tenant_id, rows[-1].created_at, rows[-1].delivery_id
+            )
+        page = DeliveryPage(
+            [_delivery_out(r) for r in rows], Pagination(limit, next_cursor), next_cursor, request_id(request)
+        )
+        return json_response(encode(page))
+
+    @post(
+        "/v1/webhooks/{webhook_id:str}/deliveries/{delivery_id:str}/retry",
+        status_code=202,
+        tags=["webhooks"],
+        summary="Send a delivery again now (a failed one too; a succeeded one is left alone)",
+        opt={"doc": Doc(response=RetryQueued, status=202, errors=(404, 422))},
+    )
+    async def retry(request: Request[Any, Any, Any], webhook_id: str, delivery_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = parse_webhook_id(webhook_id)
+        did = _uuid_param(delivery_id, "path.delivery_id")
+        assert did is not None
+        if not await store.retry_delivery(rt.pool, principal.tenant_id, wid, did):
+            raise NotFound(f"Delivery {did} not found", {"delivery_id": str(did)})
+        body = RetryQueued(str(did), "pending", "The delivery is due now", request_id(request))
+        return json_response(encode(body), 202)
+
+    return [create, list_webhooks, get_webhook, replace, change, remove, rotate_secret, test, deliveries, retry]
+
+
+_STATUSES = ("pending", "succeeded", "failed")
+
+
+def _uuid_param(raw: str | None, field: str) -> uuid.UUID | None:
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidParameter.field(field, "Must be a UUID") from None
+
+
+def _delivery_out(row: store.DeliveryRow) -> DeliveryOut:
+    return DeliveryOut(
+        delivery_id=str(row.delivery_id),
+        event_id=str(row.event_id),
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt_at=format_timestamp(row.next_attempt_at) if row.next_attempt_at else None,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        created_at=format_timestamp(row.created_at),
+        updated_at=format_timestamp(row.updated_at),
+        attempt_log=[
+            AttemptOut(a.attempt, format_timestamp(a.at), a.status_code, round(a.latency_ms, 1), a.error)
+            for a in row.log
+        ],
+    )

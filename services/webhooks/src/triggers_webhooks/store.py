@@ -229,20 +229,103 @@ async def record_attempt(
     status_code: int | None,
     error: str | None,
     retry_in: timedelta | None,
+    latency_ms: float = 0.0,
 ) -> None:
-    """One attempt's outcome: ``status`` succeeded, failed, or pending again after ``retry_in``."""
+    """One attempt's outcome (logged): ``status`` succeeded, failed, or pending again after ``retry_in``."""
     await pool.execute(
-        """UPDATE deliveries SET status = $2, attempts = attempts + 1, last_status_code = $3, last_error = $4,
-                                 next_attempt_at = CASE WHEN $5::interval IS NULL THEN next_attempt_at
-                                                        ELSE now() + $5::interval END,
-                                 updated_at = now()
-           WHERE delivery_id = $1""",
+        """WITH done AS (
+             UPDATE deliveries SET status = $2, attempts = attempts + 1, last_status_code = $3, last_error = $4,
+                                   next_attempt_at = CASE WHEN $5::interval IS NULL THEN next_attempt_at
+                                                          ELSE now() + $5::interval END,
+                                   updated_at = now()
+             WHERE delivery_id = $1 RETURNING attempts)
+           INSERT INTO delivery_attempts (delivery_id, attempt, status_code, latency_ms, error)
+           SELECT $1, attempts, $3, $6, $4 FROM done""",
         delivery_id,
         status,
         status_code,
         error,
         retry_in,
+        latency_ms,
     )
+
+
+class AttemptRow(msgspec.Struct, frozen=True):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+
+
+class DeliveryRow(msgspec.Struct, frozen=True):
+    delivery_id: uuid.UUID
+    event_id: uuid.UUID
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    log: list[AttemptRow]
+
+
+async def list_deliveries(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    webhook_id: uuid.UUID,
+    status: str | None,
+    event_id: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[DeliveryRow]:
+    """The webhook's deliveries, newest first, each with its attempts (two statements for the page)."""
+    records = await pool.fetch(
+        """SELECT delivery_id, event_id, status, attempts,
+                  CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
+                  last_status_code, last_error, created_at, updated_at
+           FROM deliveries
+           WHERE webhook_id = $1 AND tenant_id = $2 AND ($3::text IS NULL OR status = $3)
+             AND ($4::uuid IS NULL OR event_id = $4)
+             AND ($5::timestamptz IS NULL OR (created_at, delivery_id) < ($5, $6))
+           ORDER BY created_at DESC, delivery_id DESC LIMIT $7""",
+        webhook_id,
+        tenant_id,
+        status,
+        event_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    attempts: dict[uuid.UUID, list[AttemptRow]] = {r["delivery_id"]: [] for r in records}
+    for a in await pool.fetch(
+        """SELECT delivery_id, attempt, at, status_code, latency_ms, error FROM delivery_attempts
+           WHERE delivery_id = ANY($1::uuid[]) ORDER BY delivery_id, attempt""",
+        list(attempts),
+    ):
+        attempts[a["delivery_id"]].append(AttemptRow(*list(a.values())[1:]))
+    return [DeliveryRow(**dict(r), log=attempts[r["delivery_id"]]) for r in records]
+
+
+async def retry_delivery(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
+    """Make a delivery due now again (a failed one too); False if the tenant's webhook has no such delivery."""
+    status: str = await pool.execute(
+        """UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+           WHERE delivery_id = $1 AND webhook_id = $2 AND tenant_id = $3 AND status <> 'succeeded'""",
+        delivery_id,
+        webhook_id,
+        tenant_id,
+    )
+    if status != "UPDATE 0":
+        return True
+    exists = await pool.fetchval(
+        "SELECT true FROM deliveries WHERE delivery_id = $1 AND webhook_id = $2 AND tenant_id = $3",
+        delivery_id,
+        webhook_id,
+        tenant_id,
+    )
+    return bool(exists)
 
 
 async def disable_webhook(pool: asyncpg.Pool, webhook_id: uuid.UUID, reason: str) -> None:

@@ -18,3 +18,14 @@ CREATE TABLE deliveries (
 -- The dispatcher's queue: pending deliveries by when they are due.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id, created_at);
+
+-- Every attempt, for the delivery log.
+CREATE TABLE delivery_attempts (
+    delivery_id uuid NOT NULL REFERENCES deliveries (delivery_id) ON DELETE CASCADE,
+    attempt     integer NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    status_code integer,
+    latency_ms  double precision NOT NULL,
+    error       text,
+    PRIMARY KEY (delivery_id, attempt)
+);
