@@ -333,3 +333,61 @@ async def test_the_delivery_log_shows_every_attempt_and_a_failed_delivery_can_be
         assert foreign.status_code == 404
         for params in ({"status": "lost"}, {"event_id": "x"}, {"cursor": "x.y"}):
             assert (await client.get(path, params=params, headers=auth(tenant_key))).status_code == 422
+
+
+async def test_a_webhook_failing_for_5_days_is_disabled_and_one_success_resets_the_clock(
+    client: httpx.AsyncClient, tenant_key: str, pool: Pool
+) -> None:
+    async with Receiver(status=503) as receiver:
+        hook = await create(client, tenant_key, url=receiver.url, events=["*"])
+        async with pool.acquire() as conn:  # five days and a bit of failures, in a moment
+            await conn.execute(
+                "UPDATE webhooks SET failing_since = now() - interval '5 days 1 minute' WHERE webhook_id = $1",
+                uuid.UUID(hook["webhook_id"]),
+            )
+        await post_event(client, tenant_key)
+
+        async def disabled() -> dict[str, Any] | None:
+            got = (await client.get(f"/v1/webhooks/{hook['webhook_id']}", headers=auth(tenant_key))).json()
+            return got if not got["is_active"] else None
+
+        got = await wait_until(disabled, timeout=20, what="the webhook disabled after 5 days of failures")
+        assert got["disabled_reason"].startswith("every delivery failed for")
+
+    async with Receiver() as healthy:
+        fine = await create(client, tenant_key, url=healthy.url, events=["*"])
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE webhooks SET failing_since = now() - interval '4 days' WHERE webhook_id = $1",
+                uuid.UUID(fine["webhook_id"]),
+            )
+        await post_event(client, tenant_key)
+        await wait_until(lambda: _has_requests(healthy), timeout=20, what="a successful delivery")
+
+        async def reset() -> bool:
+            async with pool.acquire() as conn:
+                value = await conn.fetchval(
+                    "SELECT failing_since FROM webhooks WHERE webhook_id = $1", uuid.UUID(fine["webhook_id"])
+                )
+            return value is None
+
+        await wait_until(reset, timeout=10, what="the failure clock reset by a success")
+
+
+async def _has_requests(receiver: Receiver) -> bool:
+    return bool(receiver.requests)
+
+
+async def test_webhook_metrics(client: httpx.AsyncClient, tenant_key: str) -> None:
+    async with Receiver() as receiver:
+        await create(client, tenant_key, url=receiver.url, events=["*"])
+        await post_event(client, tenant_key)
+        await wait_until(lambda: _has_requests(receiver), timeout=20, what="a delivery")
+
+    async def scraped() -> str | None:
+        text = (await client.get("/metrics")).text
+        return text if 'triggers_webhook_attempts_total{outcome="succeeded"}' in text else None
+
+    text = await wait_until(scraped, timeout=10, what="the webhook metrics")
+    for name in ("triggers_webhook_attempt_seconds_count", "triggers_webhook_pending_deliveries"):
+        assert name in text, name

@@ -81,6 +81,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
     """Seconds before each retry of a failed delivery (±20 % jitter); after the last, the delivery fails."""
+    webhook_disable_after_s: float = 5 * 86_400.0
+    """A webhook whose attempts have all failed for this long is disabled."""
     webhook_concurrency: int = 200
     """Deliveries in flight at once per process."""
 

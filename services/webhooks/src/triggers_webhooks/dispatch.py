@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge, Histogram
 from triggers_common.db import Listener
 from triggers_common.jobs import Periodic
 from triggers_common.kafka import BatchConsumer, Rejected
@@ -28,6 +29,23 @@ from triggers_webhooks import signing, store
 from triggers_webhooks.deliver import TIMEOUT_S, Attempt, DeliveryClient
 
 log = logging.getLogger("triggers.webhooks.dispatch")
+
+DELIVERIES = Counter("triggers_webhook_attempts_total", "Delivery attempts by outcome", ["outcome"])
+OUTCOMES = {name: DELIVERIES.labels(name) for name in ("succeeded", "will_retry", "failed", "gone", "webhook_disabled")}
+ATTEMPT_SECONDS = Histogram(
+    "triggers_webhook_attempt_seconds",
+    "Time from sending a delivery to its answer (or error)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+QUEUE_DEPTH = Gauge(
+    "triggers_webhook_pending_deliveries", "Deliveries waiting to be sent or retried", multiprocess_mode="mostrecent"
+)
+OLDEST_DUE = Gauge(
+    "triggers_webhook_oldest_due_seconds",
+    "How long the oldest due delivery has been waiting to be sent",
+    multiprocess_mode="mostrecent",
+)
+QUEUE_STATS_S = 15.0
 
 HOLD = timedelta(seconds=TIMEOUT_S * 4)
 """How long a claimed delivery belongs to its dispatcher: far longer than one attempt can take."""
@@ -152,13 +170,22 @@ class Dispatcher:
         self._client = client
         self._retries = rt.settings.webhook_retries
         self._concurrency = rt.settings.webhook_concurrency
+        self._disable_after = timedelta(seconds=rt.settings.webhook_disable_after_s)
+        self._queue_stats = Periodic("webhook-queue-stats", QUEUE_STATS_S, self._measure_queue, run_first=True)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="webhook-dispatcher")
+        await self._queue_stats.start()
+
+    async def _measure_queue(self) -> None:
+        depth, oldest = await store.queue_state(self._rt.pool)
+        QUEUE_DEPTH.set(depth)
+        OLDEST_DUE.set(oldest)
 
     async def stop(self) -> None:
+        await self._queue_stats.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,22 +219,28 @@ class Dispatcher:
         pool = self._rt.pool
         if not delivery.is_active:
             await store.record_attempt(pool, delivery.delivery_id, "failed", None, "webhook disabled", None)
+            OUTCOMES["webhook_disabled"].inc()
             return
         message_id = f"msg_{delivery.delivery_id.hex}"
         headers = signing.headers(delivery.secrets, message_id, int(time.time()), delivery.body)
         attempt = await self._client.post(delivery.url, delivery.body, headers)
+        ATTEMPT_SECONDS.observe(attempt.latency_ms / 1000)
+        await store.webhook_health(pool, delivery.webhook_id, attempt.ok, self._disable_after)
         if attempt.ok:
+            OUTCOMES["succeeded"].inc()
             await store.record_attempt(
                 pool, delivery.delivery_id, "succeeded", attempt.status_code, None, None, attempt.latency_ms
             )
             return
         error = attempt.error or f"HTTP {attempt.status_code}"
         if attempt.status_code == 410:
+            OUTCOMES["gone"].inc()
             await store.disable_webhook(pool, delivery.webhook_id, "the endpoint answered 410 Gone")
             await store.record_attempt(pool, delivery.delivery_id, "failed", 410, error, None, attempt.latency_ms)
             return
         retry_in = self.retry_in(delivery.attempts, attempt)
         status = "failed" if retry_in is None else "pending"
+        OUTCOMES["failed" if retry_in is None else "will_retry"].inc()
         await store.record_attempt(
             pool, delivery.delivery_id, status, attempt.status_code, error, retry_in, attempt.latency_ms
         )

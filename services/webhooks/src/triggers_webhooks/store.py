@@ -328,6 +328,42 @@ async def retry_delivery(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UU
     return bool(exists)
 
 
+async def webhook_health(pool: asyncpg.Pool, webhook_id: uuid.UUID, ok: bool, disable_after: timedelta) -> bool:
+    """Note an attempt's success or failure; True if the webhook has now failed for ``disable_after`` and was
+    disabled."""
+    if ok:
+        await pool.execute(
+            "UPDATE webhooks SET failing_since = NULL WHERE webhook_id = $1 AND failing_since IS NOT NULL", webhook_id
+        )
+        return False
+    disabled = await pool.fetchval(
+        """UPDATE webhooks SET failing_since = coalesce(failing_since, now()),
+                  is_active = is_active AND coalesce(failing_since, now()) > now() - $2::interval,
+                  disabled_reason = CASE WHEN is_active AND coalesce(failing_since, now()) <= now() - $2::interval
+                                         THEN 'every delivery failed for ' || $2::interval::text
+                                         ELSE disabled_reason END
+           WHERE webhook_id = $1
+           RETURNING disabled_reason IS NOT NULL AND NOT is_active""",
+        webhook_id,
+        disable_after,
+    )
+    if disabled:
+        await notify_changed(pool)
+    return bool(disabled)
+
+
+async def queue_state(pool: asyncpg.Pool) -> tuple[int, float]:
+    """Pending deliveries, and how long the oldest due one has been waiting (seconds; 0 when none is due)."""
+    record = await pool.fetchrow(
+        """SELECT count(*) AS pending,
+                  coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now())), 0)
+                    AS oldest_due_s
+           FROM deliveries WHERE status = 'pending'"""
+    )
+    assert record is not None
+    return int(record["pending"]), float(record["oldest_due_s"])
+
+
 async def disable_webhook(pool: asyncpg.Pool, webhook_id: uuid.UUID, reason: str) -> None:
     await pool.execute(
         "UPDATE webhooks SET is_active = false, disabled_reason = $2, updated_at = now() WHERE webhook_id = $1",

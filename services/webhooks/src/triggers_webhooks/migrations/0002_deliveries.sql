@@ -19,6 +19,9 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id, created_at);
 
+-- Since when every attempt to the webhook has failed (NULL after any success): 5 days of it disables it.
+ALTER TABLE webhooks ADD COLUMN failing_since timestamptz;
+
 -- Every attempt, for the delivery log.
 CREATE TABLE delivery_attempts (
     delivery_id uuid NOT NULL REFERENCES deliveries (delivery_id) ON DELETE CASCADE,
