@@ -7,7 +7,9 @@ import base64
 import hashlib
 import hmac
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 
@@ -47,3 +49,27 @@ def decode_cursor(secret: bytes, tenant_id: str, cursor: str) -> tuple[datetime,
         return _EPOCH + timedelta(microseconds=micros), uuid.UUID(hex=event_hex)
     except (ValueError, msgspec.DecodeError) as exc:
         raise InvalidParameter.field("query.cursor", "Invalid or tampered cursor", "Invalid cursor") from exc
+
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+T = TypeVar("T")
+
+
+def page_limit(raw: str | None) -> int:
+    """The ``limit`` query parameter of a paged list: 1..100, 50 when absent; 422 otherwise."""
+    if raw is None:
+        return DEFAULT_PAGE
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidParameter.field("query.limit", f"Must be an integer from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def page_of(
+    rows: list[T], limit: int, secret: bytes, tenant_id: str, position: Callable[[T], tuple[datetime, uuid.UUID]]
+) -> tuple[list[T], str | None]:
+    """A page from ``limit + 1`` rows read: the first ``limit``, and the cursor after the last of them (its
+    ``position``) if there is more."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(secret, tenant_id, *position(rows[limit - 1]))

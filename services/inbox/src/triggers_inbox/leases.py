@@ -22,7 +22,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.cursor import decode_cursor
+from triggers_common.cursor import decode_cursor, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError
 from triggers_common.http import decode_body, encode, json_response, request_id, require_json
 from triggers_common.models import format_timestamp
@@ -40,10 +40,9 @@ from triggers_inbox.routes import (
     EventIdsIn,
     EventOut,
     Pagination,
-    _limit,
     _out,
+    event_position,
     inbox_filter,
-    page_of,
     parse_event_ids,
 )
 
@@ -304,11 +303,11 @@ def build_lease_routes(
     )
     async def list_quarantine(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
-        limit = _limit(request.query_params.get("limit"))
+        limit = page_limit(request.query_params.get("limit"))
         cursor = request.query_params.get("cursor")
         after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
         rows = await store.list_quarantined(rt.pool, principal.tenant_id, after, limit + 1)
-        rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id)
+        rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id, event_position)
         events = [
             QuarantinedOut(
                 **msgspec.structs.asdict(_out(row)),

@@ -8,14 +8,14 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Histogram
 from triggers_common.auth import Principal
-from triggers_common.cursor import decode_cursor, encode_cursor
+from triggers_common.cursor import decode_cursor, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
 from triggers_common.http import encode, json_response, request_id, require_json
 from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
@@ -32,8 +32,6 @@ ACK_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
 )
 
-MAX_LIMIT = 100
-DEFAULT_LIMIT = 50
 MAX_WAIT_S = 30.0
 _MAX_FILTER = 100
 _MAX_METADATA_VALUE = 1000
@@ -169,15 +167,8 @@ def _out(row: EventRow) -> EventOut:
     )
 
 
-Row = TypeVar("Row", bound=EventRow)
-
-
-def page_of(rows: list[Row], limit: int, secret: bytes, tenant_id: str) -> tuple[list[Row], str | None]:
-    """A page from ``limit + 1`` rows read: the first ``limit``, and the cursor after them if there is more."""
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(secret, tenant_id, last.created_at, last.event_id)
+def event_position(row: EventRow) -> tuple[datetime, uuid.UUID]:
+    return row.created_at, row.event_id
 
 
 def parse_event_id(raw: str) -> uuid.UUID:
@@ -186,14 +177,6 @@ def parse_event_id(raw: str) -> uuid.UUID:
     except ValueError:
         raise InvalidParameter.field("path.event_id", "Must be a UUID") from None
     return event_id
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidParameter.field("query.limit", f"Must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def _bad_value(location: str) -> type[ValidationFailed]:
@@ -342,7 +325,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     async def list_inbox(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
         params = request.query_params
-        limit = _limit(params.get("limit"))
+        limit = page_limit(params.get("limit"))
         where = inbox_filter(params)
         wait = _wait_seconds(params.get("wait"))
         cursor = params.get("cursor")
@@ -356,7 +339,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
                 break
             with contextlib.suppress(TimeoutError):  # woken by each of the tenant's arrivals, then look again
                 await asyncio.wait_for(arrived.wait(), remaining)
-        rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id)
+        rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id, event_position)
         page = InboxPage(
             events=[_out(r) for r in rows],
             pagination=Pagination(limit, next_cursor),

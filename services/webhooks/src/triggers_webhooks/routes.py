@@ -14,7 +14,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.cursor import decode_cursor, encode_cursor
+from triggers_common.cursor import decode_cursor, page_limit, page_of
 from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id
 from triggers_common.models import format_timestamp, new_event_id
@@ -24,8 +24,6 @@ from triggers_common.runtime import Runtime
 from triggers_webhooks import guard, signing, store
 from triggers_webhooks.deliver import DeliveryClient
 
-MAX_LIMIT = 100
-DEFAULT_LIMIT = 50
 SECRET_OVERLAP = timedelta(hours=24)
 """After a rotation, deliveries carry signatures with both secrets this long."""
 
@@ -201,14 +199,6 @@ def parse_webhook_id(raw: str) -> uuid.UUID:
         raise InvalidParameter.field("path.webhook_id", "Must be a UUID") from None
 
 
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidParameter.field("query.limit", f"Must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
 def _is_active(raw: str | None) -> bool | None:
     if raw is None:
         return None
@@ -290,16 +280,14 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     async def list_webhooks(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
         params = request.query_params
-        limit = _limit(params.get("limit"))
+        limit = page_limit(params.get("limit"))
         active = _is_active(params.get("is_active"))
         cursor = params.get("cursor")
         after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
         hooks = await store.list_webhooks(rt.pool, principal.tenant_id, active, after, limit + 1)
-        next_cursor = None
-        if len(hooks) > limit:
-            hooks = hooks[:limit]
-            last = hooks[-1]
-            next_cursor = encode_cursor(settings.cursor_secret, principal.tenant_id, last.created_at, last.webhook_id)
+        hooks, next_cursor = page_of(
+            hooks, limit, settings.cursor_secret, principal.tenant_id, lambda h: (h.created_at, h.webhook_id)
+        )
         page = WebhookPage(
             [webhook_out(h) for h in hooks], Pagination(limit, next_cursor), next_cursor, request_id(request)
         )
@@ -444,7 +432,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         principal = await caller(request)
         wid = parse_webhook_id(webhook_id)
         params = request.query_params
-        limit = _limit(params.get("limit"))
+        limit = page_limit(params.get("limit"))
         status = params.get("status")
         if status is not None and status not in _STATUSES:
             raise InvalidParameter.field("query.status", "Must be one of pending, succeeded, failed")
@@ -454,12 +442,9 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         if await store.get_webhook(rt.pool, principal.tenant_id, wid) is None:
             raise missing(wid)
         rows = await store.list_deliveries(rt.pool, principal.tenant_id, wid, status, event_id, after, limit + 1)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(
-                settings.cursor_secret, principal.tenant_id, rows[-1].created_at, rows[-1].delivery_id
-            )
+        rows, next_cursor = page_of(
+            rows, limit, settings.cursor_secret, principal.tenant_id, lambda r: (r.created_at, r.delivery_id)
+        )
         page = DeliveryPage(
             [_delivery_out(r) for r in rows], Pagination(limit, next_cursor), next_cursor, request_id(request)
         )
