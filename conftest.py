@@ -116,6 +116,7 @@ async def test_env(stack: Stack) -> AsyncIterator[dict[str, str]]:
         "TRIGGERS_LOG_LEVEL": "INFO",
         "TRIGGERS_INBOX_STATS_INTERVAL_S": "1",  # the inbox gauges refresh fast enough to be tested
         "TRIGGERS_WEBHOOK_RETRY_SCHEDULE_S": "0.2,0.4,0.8",  # retries within a test
+        "TRIGGERS_WEBHOOK_CONCURRENCY": "40",  # few enough slots for one hanging endpoint to take them all
     }
     try:
         yield env

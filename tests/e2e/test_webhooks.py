@@ -1,11 +1,14 @@
-"""Webhook subscriptions over HTTP: create (secret shown once), list with cursors and is_active, get, replace,
-change, delete, rotate the secret; destinations checked against SSRF; another tenant sees none of it.
-(Deliveries are not built yet.)"""
+"""Webhooks end to end: subscriptions (secret shown once, cursors, put/patch/delete, rotation), signed
+deliveries to a real receiver verified with the official standardwebhooks library, retries with one
+webhook-id, 410 and 5-day disabling, the delivery log and manual retry, isolation from a hanging endpoint
+and from other tenants."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import time
 import uuid
 from typing import Any
 
@@ -140,20 +143,25 @@ async def test_another_tenant_sees_and_changes_nothing(client: httpx.AsyncClient
 class Receiver:
     """A real HTTP receiver on 127.0.0.1 that records every request and answers with ``status``."""
 
-    def __init__(self, status: int = 204) -> None:
+    def __init__(self, status: int = 204, hang_s: float = 0.0) -> None:
         self.status = status
+        self.hang_s = hang_s
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.arrivals: list[float] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
+        self.arrivals.append(time.monotonic())
+        if self.hang_s:
+            await asyncio.sleep(self.hang_s)
         return web.Response(status=self.status)
 
     async def __aenter__(self) -> Receiver:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)  # a hanging handler does not hold up the test
         await self._runner.setup()
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
@@ -391,3 +399,21 @@ async def test_webhook_metrics(client: httpx.AsyncClient, tenant_key: str) -> No
     text = await wait_until(scraped, timeout=10, what="the webhook metrics")
     for name in ("triggers_webhook_attempt_seconds_count", "triggers_webhook_pending_deliveries"):
         assert name in text, name
+
+
+async def test_a_hanging_endpoint_does_not_delay_a_healthy_one(client: httpx.AsyncClient, tenant_key: str) -> None:
+    async with Receiver(hang_s=20) as dead, Receiver() as healthy:
+        stuck = await create(client, tenant_key, url=dead.url, events=["*"])
+        await create(client, tenant_key, url=healthy.url, events=["*"])
+        started = time.monotonic()
+        posted = await client.post("/v1/events/bulk", json={"items": [event()] * 60}, headers=auth(tenant_key))
+        assert posted.status_code == 201
+
+        async def all_healthy() -> bool:
+            return len(healthy.requests) >= 60
+
+        await wait_until(all_healthy, timeout=30, what="every delivery to the healthy endpoint")
+        slowest = max(healthy.arrivals) - started
+        assert slowest < 10, f"the healthy endpoint waited {slowest:.1f} s behind the hanging one"
+        assert len(dead.requests) <= 10, "the hanging endpoint gets no more attempts at once than its share"
+        await client.delete(f"/v1/webhooks/{stuck['webhook_id']}", headers=auth(tenant_key))

@@ -85,6 +85,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """A webhook whose attempts have all failed for this long is disabled."""
     webhook_concurrency: int = 200
     """Deliveries in flight at once per process."""
+    webhook_endpoint_concurrency: int = 10
+    """Deliveries in flight at once per webhook and process: a slow endpoint never takes every slot."""
 
     default_rate_limit: int = 1000
     """Requests per minute for a key without its own ``rate_limit``."""

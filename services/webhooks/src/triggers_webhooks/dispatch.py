@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter as Counter_
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,6 +171,8 @@ class Dispatcher:
         self._client = client
         self._retries = rt.settings.webhook_retries
         self._concurrency = rt.settings.webhook_concurrency
+        self._per_webhook_limit = rt.settings.webhook_endpoint_concurrency
+        self._per_webhook: Counter_[uuid.UUID] = Counter_()
         self._disable_after = timedelta(seconds=rt.settings.webhook_disable_after_s)
         self._queue_stats = Periodic("webhook-queue-stats", QUEUE_STATS_S, self._measure_queue, run_first=True)
         self._task: asyncio.Task[None] | None = None
@@ -196,24 +199,42 @@ class Dispatcher:
     async def _loop(self) -> None:
         while True:
             # Each attempt is a task of its own: a slow endpoint holds its own attempts' slots, never a batch.
+            # A webhook with as many attempts in flight as it may have gets no more until one ends.
             free = self._concurrency - len(self._inflight)
+            busy = [w for w, n in self._per_webhook.items() if n >= self._per_webhook_limit]
             try:
-                due = await store.claim_due(self._rt.pool, free, HOLD) if free > 0 else []
+                due = await store.claim_due(self._rt.pool, free, HOLD, busy) if free > 0 else []
             except Exception:
                 log.exception("claiming due deliveries failed")
                 due = []
+            taken: Counter_[uuid.UUID] = Counter_()
+            release = []
             for delivery in due:
-                task = asyncio.create_task(self._attempt(delivery))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                if self._per_webhook[delivery.webhook_id] + taken[delivery.webhook_id] >= self._per_webhook_limit:
+                    release.append(delivery.delivery_id)  # more of one webhook than it may have at once
+                    continue
+                taken[delivery.webhook_id] += 1
+                self._start(delivery)
+            if release:
+                await store.release_claims(self._rt.pool, release)
             if not due:
                 await asyncio.sleep(IDLE_POLL_S)
+
+    def _start(self, delivery: store.Due) -> None:
+        self._per_webhook[delivery.webhook_id] += 1
+        task = asyncio.create_task(self._attempt(delivery))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _attempt(self, delivery: store.Due) -> None:
         try:
             await self._send(delivery)
         except Exception:
             log.exception("delivery attempt failed to record", extra={"delivery_id": str(delivery.delivery_id)})
+        finally:
+            self._per_webhook[delivery.webhook_id] -= 1
+            if self._per_webhook[delivery.webhook_id] <= 0:
+                del self._per_webhook[delivery.webhook_id]
 
     async def _send(self, delivery: store.Due) -> None:
         pool = self._rt.pool

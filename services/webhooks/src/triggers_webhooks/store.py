@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -201,14 +201,16 @@ class Due(msgspec.Struct, frozen=True):
     is_active: bool
 
 
-async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta) -> list[Due]:
-    """Take up to ``limit`` due deliveries for ``hold`` (longer than an attempt can last): no other dispatcher
-    sends them meanwhile, and if this one dies they are due again after it."""
+async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta, skip: Sequence[uuid.UUID] = ()) -> list[Due]:
+    """Take up to ``limit`` due deliveries (none of the webhooks in ``skip``) for ``hold`` (longer than an
+    attempt can last): no other dispatcher sends them meanwhile, and if this one dies they are due again
+    after it."""
     records = await pool.fetch(
         """WITH taken AS (
              UPDATE deliveries d SET next_attempt_at = now() + $2::interval
              WHERE delivery_id IN (
-               SELECT delivery_id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+               SELECT delivery_id FROM deliveries
+               WHERE status = 'pending' AND next_attempt_at <= now() AND webhook_id <> ALL($3::uuid[])
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING d.delivery_id, d.webhook_id, d.body, d.attempts)
            SELECT t.*, w.url,
@@ -218,8 +220,16 @@ async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta) -> list[Due
            FROM taken t JOIN webhooks w USING (webhook_id)""",
         limit,
         hold,
+        list(skip),
     )
     return [Due(*r.values()) for r in records]
+
+
+async def release_claims(pool: asyncpg.Pool, delivery_ids: list[uuid.UUID]) -> None:
+    """Give back claimed deliveries, due again now."""
+    await pool.execute(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE delivery_id = ANY($1::uuid[])", delivery_ids
+    )
 
 
 async def record_attempt(
