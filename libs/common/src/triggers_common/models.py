@@ -39,6 +39,7 @@ class EventStatusRecord(msgspec.Struct, kw_only=True):
     event_id: str
     tenant_id: str
     status: str
+    """acknowledged, deleted, quarantined, pending (redriven out of quarantine) or purged."""
     at: str
 
 

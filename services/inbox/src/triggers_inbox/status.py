@@ -18,7 +18,7 @@ import logging
 import asyncpg
 import msgspec
 from triggers_common.errors import ServiceUnavailable
-from triggers_common.models import format_timestamp
+from triggers_common.models import EventStatusRecord, format_timestamp
 from triggers_common.runtime import Runtime
 
 from triggers_inbox import store
@@ -31,18 +31,10 @@ IDLE_POLL_S = 0.2
 _HEADERS = [("content-type", b"application/json")]
 
 
-class StatusRecord(msgspec.Struct):
-    """The JSON value of one ``triggers.event-status.v1`` record."""
-
-    event_id: str
-    tenant_id: str
-    status: str
-    """acknowledged, deleted, quarantined, pending (redriven out of quarantine) or purged."""
-    at: str
-
-
 def to_record(change: store.StatusChange) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    value = StatusRecord(str(change.event_id), change.tenant_id, change.status, format_timestamp(change.at))
+    value = EventStatusRecord(
+        event_id=str(change.event_id), tenant_id=change.tenant_id, status=change.status, at=format_timestamp(change.at)
+    )
     return change.tenant_id.encode(), msgspec.json.encode(value), _HEADERS
 
 
