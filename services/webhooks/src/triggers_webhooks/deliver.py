@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -19,6 +20,19 @@ from triggers_webhooks import guard
 TIMEOUT_S = 15.0
 """Success is a 2xx within this long (API.md section 4)."""
 USER_AGENT = "Triggers-Webhooks/1"
+
+
+class DeliveryBody(msgspec.Struct):
+    """What a delivery carries: the event as GET /v1/events/{id} shows it, without request_id."""
+
+    event_id: str
+    created_at: str
+    source: str
+    event_type: str
+    payload: msgspec.Raw
+    status: str
+    metadata: msgspec.Raw
+    acknowledged_at: str | None
 
 
 class GuardedResolver(AbstractResolver):

@@ -27,7 +27,7 @@ from triggers_common.models import NULL, EventRecord, event_record_decoder, pars
 from triggers_common.runtime import Runtime
 
 from triggers_webhooks import signing, store
-from triggers_webhooks.deliver import TIMEOUT_S, Attempt, DeliveryClient
+from triggers_webhooks.deliver import TIMEOUT_S, Attempt, DeliveryBody, DeliveryClient
 
 log = logging.getLogger("triggers.webhooks.dispatch")
 
@@ -53,19 +53,6 @@ HOLD = timedelta(seconds=TIMEOUT_S * 4)
 IDLE_POLL_S = 0.2
 INDEX_REFRESH_S = 5.0
 CLOCK_MARGIN = timedelta(seconds=1)
-
-
-class DeliveryBody(msgspec.Struct):
-    """What a delivery carries: the event as GET /v1/events/{id} shows it, without request_id."""
-
-    event_id: str
-    created_at: str
-    source: str
-    event_type: str
-    payload: msgspec.Raw
-    status: str
-    metadata: msgspec.Raw
-    acknowledged_at: str | None
 
 
 def matches(subscription: store.Subscription, event_type: str, source: str) -> bool:

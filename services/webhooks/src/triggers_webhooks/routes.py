@@ -17,12 +17,12 @@ from triggers_common.auth import Principal
 from triggers_common.cursor import decode_cursor, page_limit, page_of
 from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id
-from triggers_common.models import format_timestamp, new_event_id
+from triggers_common.models import NULL, format_timestamp, new_event_id
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
 
 from triggers_webhooks import guard, signing, store
-from triggers_webhooks.deliver import DeliveryClient
+from triggers_webhooks.deliver import DeliveryBody, DeliveryClient
 
 SECRET_OVERLAP = timedelta(hours=24)
 """After a rotation, deliveries carry signatures with both secrets this long."""
@@ -113,19 +113,6 @@ class TestResult(msgspec.Struct):
     status_code: int | None
     message: str
     request_id: str
-
-
-class TestEvent(msgspec.Struct):
-    """What a test delivery carries: an event as GET /v1/events/{id} shows it (it is not stored)."""
-
-    event_id: str
-    created_at: str
-    source: str
-    event_type: str
-    payload: dict[str, str]
-    status: str
-    metadata: None
-    acknowledged_at: None
 
 
 class AttemptOut(msgspec.Struct):
@@ -386,15 +373,15 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
             raise missing(wid)
         url, secrets_now = target
         event_id, created = new_event_id()
-        body = encode(
-            TestEvent(
+        body = encode(  # an event as any delivery carries it (it is not stored)
+            DeliveryBody(
                 str(event_id),
                 format_timestamp(created),
                 "triggers",
                 "webhook.test",
-                {"message": "A test delivery from Triggers"},
+                msgspec.Raw(b'{"message":"A test delivery from Triggers"}'),
                 "pending",
-                None,
+                NULL,
                 None,
             )
         )
