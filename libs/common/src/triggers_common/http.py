@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from triggers_common.errors import (
     ErrorBody,
     ErrorEnvelope,
+    InvalidParameter,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -78,6 +79,14 @@ def media_type(content_type: str | None) -> str:
 def require_json(content_type: str | None) -> None:
     if media_type(content_type) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json", {"content_type": content_type or None})
+
+
+def uuid_param(raw: str, field: str) -> uuid.UUID:
+    """A path or query parameter that must be a UUID (``field`` like ``path.event_id``): 422 otherwise."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidParameter.field(field, "Must be a UUID") from None
 
 
 _AT = re.compile(r" - at `\$(.*)`$")  # where msgspec found a bad value: "... - at `$.scopes[0]`"

@@ -23,8 +23,8 @@ from litestar import Request, Response, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
 from triggers_common.cursor import decode_cursor, page_limit, page_of
-from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError
-from triggers_common.http import decode_body, encode, json_response, request_id, require_json
+from triggers_common.errors import BulkFailure, Conflict, NotFound, TriggersError
+from triggers_common.http import decode_body, encode, json_response, request_id, require_json, uuid_param
 from triggers_common.models import format_timestamp
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
@@ -146,13 +146,6 @@ def release_items(body: bytes, content_type: str | None, max_items: int) -> list
     return parse_event_ids(body, content_type, max_items)
 
 
-def parse_lease_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidParameter.field("path.lease_id", "Must be a UUID") from None
-
-
 def build_lease_routes(
     rt: Runtime,
     arrivals: Arrivals,
@@ -162,7 +155,7 @@ def build_lease_routes(
     settings = rt.settings
 
     async def held_lease(tenant_id: str, raw_id: str) -> uuid.UUID:
-        lease_id = parse_lease_id(raw_id)
+        lease_id = uuid_param(raw_id, "path.lease_id")
         if await store.get_lease(rt.pool, tenant_id, lease_id) is None:
             raise NotFound(f"Lease {lease_id} not found", {"lease_id": str(lease_id)})
         return lease_id

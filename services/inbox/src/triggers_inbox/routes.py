@@ -17,7 +17,7 @@ from prometheus_client import Histogram
 from triggers_common.auth import Principal
 from triggers_common.cursor import decode_cursor, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
-from triggers_common.http import encode, json_response, request_id, require_json
+from triggers_common.http import encode, json_response, request_id, require_json, uuid_param
 from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
@@ -169,14 +169,6 @@ def _out(row: EventRow) -> EventOut:
 
 def event_position(row: EventRow) -> tuple[datetime, uuid.UUID]:
     return row.created_at, row.event_id
-
-
-def parse_event_id(raw: str) -> uuid.UUID:
-    try:
-        event_id = uuid.UUID(raw)
-    except ValueError:
-        raise InvalidParameter.field("path.event_id", "Must be a UUID") from None
-    return event_id
 
 
 def _bad_value(location: str) -> type[ValidationFailed]:
@@ -356,7 +348,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     )
     async def get_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
-        eid = parse_event_id(event_id)
+        eid = uuid_param(event_id, "path.event_id")
         row = await find(principal.tenant_id, eid)
         if row is None or row.status == "deleted":
             raise not_found(eid)
@@ -454,7 +446,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     )
     async def ack_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
-        eid = parse_event_id(event_id)
+        eid = uuid_param(event_id, "path.event_id")
         answer = (await ack(principal.tenant_id, [eid]))[eid]
         if isinstance(answer, TriggersError):
             raise answer
@@ -470,7 +462,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
     )
     async def delete_event(request: Request[Any, Any, Any], event_id: str) -> Response[bytes]:
         principal = await caller(request)
-        eid = parse_event_id(event_id)
+        eid = uuid_param(event_id, "path.event_id")
         await delete_many(principal.tenant_id, [eid])
         return json_response(encode(Deleted(str(eid), _DELETED, request_id(request))))
 

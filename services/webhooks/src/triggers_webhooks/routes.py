@@ -16,7 +16,7 @@ from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
 from triggers_common.cursor import decode_cursor, page_limit, page_of
 from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
-from triggers_common.http import decode_body, encode, json_response, request_id
+from triggers_common.http import decode_body, encode, json_response, request_id, uuid_param
 from triggers_common.models import NULL, format_timestamp, new_event_id
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
@@ -179,13 +179,6 @@ def webhook_out(hook: store.Webhook) -> WebhookOut:
     return WebhookOut(**fields)
 
 
-def parse_webhook_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidParameter.field("path.webhook_id", "Must be a UUID") from None
-
-
 def _is_active(raw: str | None) -> bool | None:
     if raw is None:
         return None
@@ -288,7 +281,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def get_webhook(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         return answer(await store.get_webhook(rt.pool, principal.tenant_id, wid), wid, request)
 
     @put(
@@ -303,7 +296,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def replace(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         wanted = decode_body(_decode_put, await request.body(), request.headers.get("content-type"))
         changes = msgspec.structs.asdict(wanted)
         changes["url"] = await checked_url(wanted.url)
@@ -318,7 +311,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def change(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         wanted = decode_body(_decode_patch, await request.body(), request.headers.get("content-type"))
         changes = {k: v for k, v in msgspec.structs.asdict(wanted).items() if v is not msgspec.UNSET}
         if "url" in changes:
@@ -336,7 +329,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def remove(request: Request[Any, Any, Any], webhook_id: str) -> None:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         if not await store.delete_webhook(rt.pool, principal.tenant_id, wid):
             raise missing(wid)
 
@@ -349,7 +342,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def rotate_secret(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         raw = await request.body()
         wanted = decode_body(_decode_secret, raw, request.headers.get("content-type")) if raw.strip() else SecretIn()
         secret = wanted.secret or new_secret()
@@ -367,7 +360,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def test(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         target = await store.signing_target(rt.pool, principal.tenant_id, wid)
         if target is None:
             raise missing(wid)
@@ -417,13 +410,14 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def deliveries(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
+        wid = uuid_param(webhook_id, "path.webhook_id")
         params = request.query_params
         limit = page_limit(params.get("limit"))
         status = params.get("status")
         if status is not None and status not in _STATUSES:
             raise InvalidParameter.field("query.status", "Must be one of pending, succeeded, failed")
-        event_id = _uuid_param(params.get("event_id"), "query.event_id")
+        raw_event_id = params.get("event_id")
+        event_id = uuid_param(raw_event_id, "query.event_id") if raw_event_id is not None else None
         cursor = params.get("cursor")
         after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
         if await store.get_webhook(rt.pool, principal.tenant_id, wid) is None:
@@ -446,9 +440,8 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
     )
     async def retry(request: Request[Any, Any, Any], webhook_id: str, delivery_id: str) -> Response[bytes]:
         principal = await caller(request)
-        wid = parse_webhook_id(webhook_id)
-        did = _uuid_param(delivery_id, "path.delivery_id")
-        assert did is not None
+        wid = uuid_param(webhook_id, "path.webhook_id")
+        did = uuid_param(delivery_id, "path.delivery_id")
         if not await store.retry_delivery(rt.pool, principal.tenant_id, wid, did):
             raise NotFound(f"Delivery {did} not found", {"delivery_id": str(did)})
         body = RetryQueued(str(did), "pending", "The delivery is due now", request_id(request))
@@ -458,15 +451,6 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
 
 
 _STATUSES = ("pending", "succeeded", "failed")
-
-
-def _uuid_param(raw: str | None, field: str) -> uuid.UUID | None:
-    if raw is None:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidParameter.field(field, "Must be a UUID") from None
 
 
 def _delivery_out(row: store.DeliveryRow) -> DeliveryOut:
