@@ -51,6 +51,13 @@ def decode_cursor(secret: bytes, tenant_id: str, cursor: str) -> tuple[datetime,
         raise InvalidParameter.field("query.cursor", "Invalid or tampered cursor", "Invalid cursor") from exc
 
 
+class Pagination(msgspec.Struct):
+    """The ``pagination`` object of every paged list."""
+
+    limit: int
+    next_cursor: str | None
+
+
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 T = TypeVar("T")

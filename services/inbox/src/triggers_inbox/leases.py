@@ -22,7 +22,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.cursor import decode_cursor, page_limit, page_of
+from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, NotFound, TriggersError
 from triggers_common.http import decode_body, encode, json_response, request_id, require_json, uuid_param
 from triggers_common.models import format_timestamp
@@ -39,7 +39,6 @@ from triggers_inbox.routes import (
     BulkAcked,
     EventIdsIn,
     EventOut,
-    Pagination,
     _out,
     event_position,
     inbox_filter,

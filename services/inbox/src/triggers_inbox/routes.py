@@ -15,7 +15,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Histogram
 from triggers_common.auth import Principal
-from triggers_common.cursor import decode_cursor, page_limit, page_of
+from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
 from triggers_common.http import encode, json_response, request_id, require_json, uuid_param
 from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
@@ -54,11 +54,6 @@ class EventOut(msgspec.Struct):
 
 class EventResponse(EventOut):
     request_id: str
-
-
-class Pagination(msgspec.Struct):
-    limit: int
-    next_cursor: str | None
 
 
 class InboxPage(msgspec.Struct):

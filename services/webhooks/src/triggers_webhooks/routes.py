@@ -14,7 +14,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.cursor import decode_cursor, page_limit, page_of
+from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
 from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id, uuid_param
 from triggers_common.models import NULL, format_timestamp, new_event_id
@@ -92,11 +92,6 @@ class WebhookCreated(WebhookOut):
     secret: str
     """Shown here and at rotation only."""
     request_id: str
-
-
-class Pagination(msgspec.Struct):
-    limit: int
-    next_cursor: str | None
 
 
 class WebhookPage(msgspec.Struct):
