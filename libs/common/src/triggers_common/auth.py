@@ -83,10 +83,7 @@ async def create_key(
     actor: str = "cli",
 ) -> CreatedKey:
     """Create the tenant if needed and a new key for it; the key text exists only in the return value."""
-    scopes = list(scopes)
-    unknown = sorted(set(scopes) - set(SCOPES))
-    if unknown:
-        raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+    scopes = check_scopes(scopes)
     key = generate_key()
     key_id = new_key_id()
     async with conn.transaction():
@@ -109,6 +106,15 @@ async def create_key(
         changes = {"name": name, "scopes": scopes, "rate_limit": rate_limit, "allowed_ips": allowed_ips}
         await audit(conn, tenant_id, key_id, "created", actor, changes)
     return CreatedKey(key_id=key_id, tenant_id=tenant_id, key=key, scopes=scopes)
+
+
+def check_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes, each once, in order; ValueError names any unknown one."""
+    scopes = list(dict.fromkeys(scopes))
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(unknown)} (known: {', '.join(SCOPES)})")
+    return scopes
 
 
 def new_key_id() -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from triggers_common.auth import SCOPES, CreatedKey, audit, generate_key, hash_key, new_key_id
+from triggers_common.auth import CreatedKey, audit, generate_key, hash_key, new_key_id
 from triggers_common.db import Conn
 
 
@@ -64,14 +64,6 @@ EDITABLE = ("name", "scopes", "rate_limit", "allowed_ips", "signing_secret", "re
 
 def _info(record: Any) -> KeyInfo:
     return KeyInfo(*record.values())
-
-
-def check_scopes(scopes: Iterable[str]) -> list[str]:
-    scopes = list(dict.fromkeys(scopes))
-    unknown = sorted(set(scopes) - set(SCOPES))
-    if unknown:
-        raise ValueError(f"unknown scopes: {', '.join(unknown)} (known: {', '.join(SCOPES)})")
-    return scopes
 
 
 def check_networks(networks: Iterable[str]) -> list[str]:

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.types import ControllerRouterHandler
 from triggers_common import key_admin
-from triggers_common.auth import DEFAULT_SCOPES, SCOPES, Principal, create_key
+from triggers_common.auth import DEFAULT_SCOPES, SCOPES, Principal, check_scopes, create_key
 from triggers_common.errors import Conflict, InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id
 from triggers_common.key_admin import KeyInfo, KeyStateConflict
@@ -166,7 +166,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         wanted = decode_body(_decode_key, await request.body(), request.headers.get("content-type"))
         if wanted.tenant is not None and wanted.tenant != principal.tenant_id:
             raise NotFound(f"Tenant {wanted.tenant} not found", {"tenant": wanted.tenant})
-        scopes = _checked("scopes", key_admin.check_scopes, wanted.scopes)
+        scopes = _checked("scopes", check_scopes, wanted.scopes)
         networks = _checked("allowed_ips", key_admin.check_networks, wanted.allowed_ips or [])
         if wanted.require_signature and wanted.signing_secret is None:
             raise ValidationFailed.field("body.require_signature", "Needs a signing_secret")
@@ -230,7 +230,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         wanted = decode_body(_decode_patch, await request.body(), request.headers.get("content-type"))
         changes = {k: v for k, v in msgspec.structs.asdict(wanted).items() if v is not msgspec.UNSET}
         if "scopes" in changes:
-            changes["scopes"] = _checked("scopes", key_admin.check_scopes, changes["scopes"])
+            changes["scopes"] = _checked("scopes", check_scopes, changes["scopes"])
         if changes.get("allowed_ips") is not None:
             changes["allowed_ips"] = _checked("allowed_ips", key_admin.check_networks, changes["allowed_ips"])
         async with rt.pool.acquire() as conn:
