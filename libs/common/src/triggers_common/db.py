@@ -150,7 +150,6 @@ class Listener:
         self._channel = channel
         self._on_notify = on_notify
         self._task: asyncio.Task[None] | None = None
-        self.connected = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name=f"listen-{self._channel}")
@@ -173,7 +172,7 @@ class Listener:
                 await conn.add_listener(self._channel, self._notified)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                self.connected, delay = True, 0.2
+                delay = 0.2
                 self._on_notify(None)  # anything committed while nobody listened
                 while not lost.is_set():  # a connection that died silently is found within seconds
                     with contextlib.suppress(TimeoutError):
@@ -185,7 +184,6 @@ class Listener:
             except Exception:
                 log.exception("listener failed; reconnecting in %.1fs", delay, extra={"channel": self._channel})
             finally:
-                self.connected = False
                 if conn is not None and not conn.is_closed():
                     await conn.close()
             await asyncio.sleep(delay)

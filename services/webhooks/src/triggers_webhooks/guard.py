@@ -65,14 +65,12 @@ async def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddres
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
-async def check_destination(url: str, allow_private: bool) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """The addresses a delivery to ``url`` may use; Refused if the URL is bad or any address is not public.
-    With ``allow_private`` only the URL's form is checked (and no address is returned)."""
+async def check_destination(url: str, allow_private: bool) -> None:
+    """Refused if the URL is bad or any address it resolves to is not public. With ``allow_private`` only
+    the URL's form is checked: any address will do, and the name is resolved when delivering."""
     host, port = check_url(url)
     if allow_private:
-        return []  # any address will do; the name is resolved when delivering
-    addresses = await resolve(host, port)
-    bad = [a for a in addresses if forbidden(a)]
+        return
+    bad = [a for a in await resolve(host, port) if forbidden(a)]
     if bad:
         raise Refused(f"Resolves to a non-public address ({bad[0]}); deliveries only go to public hosts")
-    return addresses
