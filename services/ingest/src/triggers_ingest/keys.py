@@ -134,6 +134,11 @@ def key_out(info: KeyInfo) -> KeyOut:
     return KeyOut(**fields)
 
 
+def key_response(info: KeyInfo, request: Request[Any, Any, Any]) -> Response[bytes]:
+    body = KeyResponse(**msgspec.structs.asdict(key_out(info)), request_id=request_id(request))
+    return json_response(encode(body))
+
+
 def _checked(field: str, check: Any, value: Any) -> Any:
     try:
         return check(value)
@@ -212,9 +217,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
             info = await key_admin.get_key(conn, principal.tenant_id, key_id)
         if info is None:
             raise missing(key_id)
-        return json_response(
-            encode(KeyResponse(**msgspec.structs.asdict(key_out(info)), request_id=request_id(request)))
-        )
+        return key_response(info, request)
 
     @patch(
         "/v1/api-keys/{key_id:str}",
@@ -250,9 +253,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
                 raise ValidationFailed.field("body.require_signature", str(exc)) from None
         if info is None:
             raise missing(key_id)
-        return json_response(
-            encode(KeyResponse(**msgspec.structs.asdict(key_out(info)), request_id=request_id(request)))
-        )
+        return key_response(info, request)
 
     @delete(
         "/v1/api-keys/{key_id:str}",
@@ -268,9 +269,7 @@ def build_key_routes(rt: Runtime) -> list[ControllerRouterHandler]:
             info = await key_admin.revoke_key(conn, principal.tenant_id, key_id, principal.key_id)
         if info is None:
             raise missing(key_id)
-        return json_response(
-            encode(KeyResponse(**msgspec.structs.asdict(key_out(info)), request_id=request_id(request)))
-        )
+        return key_response(info, request)
 
     @post(
         "/v1/api-keys/{key_id:str}/rotate",
