@@ -117,6 +117,7 @@ async def test_env(stack: Stack) -> AsyncIterator[dict[str, str]]:
         "TRIGGERS_INBOX_STATS_INTERVAL_S": "1",  # the inbox gauges refresh fast enough to be tested
         "TRIGGERS_WEBHOOK_RETRY_SCHEDULE_S": "0.2,0.4,0.8",  # retries within a test
         "TRIGGERS_WEBHOOK_CONCURRENCY": "40",  # few enough slots for one hanging endpoint to take them all
+        "TRIGGERS_WEBHOOK_BREAKER_COOLDOWN_S": "1",  # an open breaker lets a probe through within a test
     }
     try:
         yield env

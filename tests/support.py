@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,3 +170,43 @@ class TcpProxy:
                 self._writers.discard(sink)
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that records every request and answers with ``status`` after
+    ``hang_s``. ``spans`` has each request's webhook-id with when it arrived and when its handling ended
+    (answered, or cut off by the sender)."""
+
+    def __init__(self, status: int = 204, hang_s: float = 0.0) -> None:
+        self.status = status
+        self.hang_s = hang_s
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.arrivals: list[float] = []
+        self.spans: list[tuple[str, float, float]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
+        try:
+            self.requests.append((dict(request.headers), await request.read()))
+            self.arrivals.append(arrived)
+            if self.hang_s:
+                await asyncio.sleep(self.hang_s)
+            return web.Response(status=self.status)
+        finally:
+            self.spans.append((request.headers.get("webhook-id", ""), arrived, time.monotonic()))
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)  # a hanging handler does not hold up the test
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()

@@ -5,7 +5,6 @@ and from other tenants."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
@@ -14,12 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from standardwebhooks import Webhook
 from triggers_common.auth import create_key
 from triggers_common.db import Pool
 
-from tests.support import event, free_port, wait_until
+from tests.support import Receiver, event, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -138,39 +136,6 @@ async def test_another_tenant_sees_and_changes_nothing(client: httpx.AsyncClient
         **{k: v for k, v in created.items() if k != "secret"},
         "request_id": None,
     }
-
-
-class Receiver:
-    """A real HTTP receiver on 127.0.0.1 that records every request and answers with ``status``."""
-
-    def __init__(self, status: int = 204, hang_s: float = 0.0) -> None:
-        self.status = status
-        self.hang_s = hang_s
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.arrivals: list[float] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        self.arrivals.append(time.monotonic())
-        if self.hang_s:
-            await asyncio.sleep(self.hang_s)
-        return web.Response(status=self.status)
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)  # a hanging handler does not hold up the test
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 async def test_a_test_delivery_is_signed_both_ways_over_the_exact_bytes(

@@ -83,6 +83,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Seconds before each retry of a failed delivery (±20 % jitter); after the last, the delivery fails."""
     webhook_disable_after_s: float = 5 * 86_400.0
     """A webhook whose attempts have all failed for this long is disabled."""
+    webhook_timeout_s: float = 15.0
+    """A delivery succeeds if the receiver answers 2xx within this long."""
+    webhook_breaker_failures: int = 5
+    """Failed attempts in a row after which a webhook's circuit breaker opens (per process)."""
+    webhook_breaker_cooldown_s: float = 30.0
+    """How long an open breaker holds a webhook's deliveries back before one probe; doubles after each failed
+    probe, up to 10 min."""
     webhook_concurrency: int = 200
     """Deliveries in flight at once per process."""
     webhook_endpoint_concurrency: int = 10

@@ -12,14 +12,16 @@ from triggers_common.runtime import Runtime
 
 from triggers_webhooks.deliver import DeliveryClient
 from triggers_webhooks.dispatch import Dispatcher, Subscriptions, create_consumer
+from triggers_webhooks.replay import Replays
 from triggers_webhooks.routes import build_routes
 
 
 def create_component(rt: Runtime) -> Component:
-    client = DeliveryClient(rt.settings.private_webhooks_allowed)
+    client = DeliveryClient(rt.settings.private_webhooks_allowed, rt.settings.webhook_timeout_s)
     subscriptions = Subscriptions(rt)
-    consumer = create_consumer(rt, subscriptions)
     dispatcher = Dispatcher(rt, client)
+    consumer = create_consumer(rt, subscriptions, dispatcher.wake)
+    replays = Replays(rt)
     task: asyncio.Task[None] | None = None
 
     async def start() -> None:
@@ -28,8 +30,10 @@ def create_component(rt: Runtime) -> Component:
         await subscriptions.start()  # loaded before the first event is consumed
         task = asyncio.create_task(consumer.run_forever(), name="webhooks-consumer")
         await dispatcher.start()
+        await replays.start()
 
     async def stop() -> None:
+        await replays.stop()
         await dispatcher.stop()
         await consumer.stop()
         if task is not None:

@@ -14,12 +14,14 @@ import time
 import uuid
 from collections import Counter as Counter_
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
+from triggers_common.batching import Coalescer
 from triggers_common.db import Listener
 from triggers_common.jobs import Periodic
 from triggers_common.kafka import BatchConsumer, Rejected
@@ -27,7 +29,7 @@ from triggers_common.models import NULL, EventRecord, event_record_decoder, pars
 from triggers_common.runtime import Runtime
 
 from triggers_webhooks import signing, store
-from triggers_webhooks.deliver import TIMEOUT_S, Attempt, DeliveryBody, DeliveryClient
+from triggers_webhooks.deliver import Attempt, DeliveryBody, DeliveryClient
 
 log = logging.getLogger("triggers.webhooks.dispatch")
 
@@ -46,10 +48,13 @@ OLDEST_DUE = Gauge(
     "How long the oldest due delivery has been waiting to be sent",
     multiprocess_mode="mostrecent",
 )
+OPEN_BREAKERS = Gauge(
+    "triggers_webhook_open_breakers",
+    "Webhooks whose circuit breaker holds their deliveries back (open, or its one probe in flight)",
+    multiprocess_mode="livesum",
+)
 QUEUE_STATS_S = 15.0
 
-HOLD = timedelta(seconds=TIMEOUT_S * 4)
-"""How long a claimed delivery belongs to its dispatcher: far longer than one attempt can take."""
 IDLE_POLL_S = 0.2
 INDEX_REFRESH_S = 5.0
 CLOCK_MARGIN = timedelta(seconds=1)
@@ -113,32 +118,44 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.warning("subscription index reload failed; the next one is at most 5 s away")
 
 
-def create_consumer(rt: Runtime, subscriptions: Subscriptions) -> BatchConsumer[EventRecord]:
+def delivery_rows(event: EventRecord, hooks: list[store.Subscription]) -> list[store.NewDelivery]:
+    """One delivery of ``event`` per webhook: its id is derived from both, and its body is what gets signed."""
+    if not hooks:
+        return []
+    body = msgspec.json.encode(
+        DeliveryBody(
+            event.event_id,
+            event.created_at,
+            event.source,
+            event.event_type,
+            event.payload,
+            event.status,
+            event.metadata if event.metadata is not None else NULL,
+            event.acknowledged_at,
+        )
+    )
+    event_id = uuid.UUID(event.event_id)
+    return [
+        store.NewDelivery(uuid.uuid5(hook.webhook_id, event.event_id), event.tenant_id, hook.webhook_id, event_id, body)
+        for hook in hooks
+    ]
+
+
+def create_consumer(
+    rt: Runtime, subscriptions: Subscriptions, scheduled: Callable[[], None]
+) -> BatchConsumer[EventRecord]:
+    """The consumer group that turns events into deliveries; ``scheduled`` is called after it made some."""
+
     async def schedule(batch: list[tuple[ConsumerRecord[Any, Any], EventRecord]]) -> Rejected:
         await subscriptions.ensure_fresh(max(parse_timestamp(event.created_at) for _, event in batch))
-        rows = []
-        for _, event in batch:
-            hooks = subscriptions.matching(event.tenant_id, event.event_type, event.source)
-            if not hooks:
-                continue
-            body = msgspec.json.encode(
-                DeliveryBody(
-                    event.event_id,
-                    event.created_at,
-                    event.source,
-                    event.event_type,
-                    event.payload,
-                    event.status,
-                    event.metadata if event.metadata is not None else NULL,
-                    event.acknowledged_at,
-                )
-            )
-            event_id = uuid.UUID(event.event_id)
-            for hook in hooks:
-                delivery_id = uuid.uuid5(hook.webhook_id, event.event_id)
-                rows.append(store.NewDelivery(delivery_id, event.tenant_id, hook.webhook_id, event_id, body))
+        rows = [
+            row
+            for _, event in batch
+            for row in delivery_rows(event, subscriptions.matching(event.tenant_id, event.event_type, event.source))
+        ]
         if rows:
             await store.insert_deliveries(rt.pool, rows)
+            scheduled()
         return []
 
     return BatchConsumer(
@@ -152,18 +169,90 @@ def create_consumer(rt: Runtime, subscriptions: Subscriptions) -> BatchConsumer[
     )
 
 
+class Breakers:
+    """One dispatcher's circuit breakers, one per webhook. After ``failures`` failed attempts in a row the
+    webhook's breaker opens: its deliveries stay due, without using up retries, and get no attempt for
+    ``cooldown_s``. Then one probe goes out: a success closes the breaker, a failure opens it again for twice
+    as long (at most 10 min)."""
+
+    MAX_COOLDOWN_S = 600.0
+    FORGET_AFTER_S = 3600.0
+
+    def __init__(self, failures: int, cooldown_s: float) -> None:
+        self._threshold = failures
+        self._base_cooldown = cooldown_s
+        self._failures: Counter_[uuid.UUID] = Counter_()
+        self._open_until: dict[uuid.UUID, float] = {}
+        """Webhooks whose breaker is not closed, and until when (monotonic) it lets nothing through."""
+        self._cooldown: dict[uuid.UUID, float] = {}
+        self._probing: set[uuid.UUID] = set()
+
+    def held_back(self) -> list[uuid.UUID]:
+        """Webhooks that may get no attempt now: open, or with their one probe in flight."""
+        now = time.monotonic()
+        held = [w for w, until in self._open_until.items() if until > now or w in self._probing]
+        OPEN_BREAKERS.set(len(held))
+        for webhook_id in [w for w, until in self._open_until.items() if until < now - self.FORGET_AFTER_S]:
+            self.record(webhook_id, ok=True)  # half-open for an hour without a probe: deleted, or idle
+        return held
+
+    def limit(self, webhook_id: uuid.UUID, default: int) -> int:
+        """Attempts the webhook may have in flight: one (the probe) when its breaker is half-open."""
+        return 1 if webhook_id in self._open_until else default
+
+    def started(self, webhook_id: uuid.UUID) -> None:
+        if webhook_id in self._open_until:
+            self._probing.add(webhook_id)
+
+    def record(self, webhook_id: uuid.UUID, ok: bool) -> None:
+        if ok:
+            self._failures.pop(webhook_id, None)
+            self._open_until.pop(webhook_id, None)
+            self._cooldown.pop(webhook_id, None)
+            self._probing.discard(webhook_id)
+        elif webhook_id in self._probing:  # the probe failed
+            self._probing.discard(webhook_id)
+            self._open(webhook_id, min(self._cooldown[webhook_id] * 2, self.MAX_COOLDOWN_S))
+        elif webhook_id not in self._open_until:
+            self._failures[webhook_id] += 1
+            if self._failures[webhook_id] >= self._threshold:
+                self._open(webhook_id, self._base_cooldown)
+
+    def _open(self, webhook_id: uuid.UUID, cooldown: float) -> None:
+        self._cooldown[webhook_id] = cooldown
+        self._open_until[webhook_id] = time.monotonic() + cooldown
+        log.warning("circuit breaker open: no attempts for %.0f s", cooldown, extra={"webhook_id": str(webhook_id)})
+
+
+class _Result(msgspec.Struct, frozen=True):
+    outcome: store.Outcome
+    webhook_id: uuid.UUID
+    reached: bool | None
+    """Whether the endpoint answered 2xx (None: no attempt was made, e.g. the webhook is disabled)."""
+
+
 class Dispatcher:
     def __init__(self, rt: Runtime, client: DeliveryClient) -> None:
+        settings = rt.settings
         self._rt = rt
         self._client = client
-        self._retries = rt.settings.webhook_retries
-        self._concurrency = rt.settings.webhook_concurrency
-        self._per_webhook_limit = rt.settings.webhook_endpoint_concurrency
+        self._retries = settings.webhook_retries
+        self._concurrency = settings.webhook_concurrency
+        self._per_webhook_limit = settings.webhook_endpoint_concurrency
         self._per_webhook: Counter_[uuid.UUID] = Counter_()
-        self._disable_after = timedelta(seconds=rt.settings.webhook_disable_after_s)
+        self._breakers = Breakers(settings.webhook_breaker_failures, settings.webhook_breaker_cooldown_s)
+        self._hold = timedelta(seconds=client.timeout_s * 4)  # far longer than one attempt can take
+        self._disable_after = timedelta(seconds=settings.webhook_disable_after_s)
+        # Concurrent attempts' outcomes are written together: one statement for many deliveries.
+        self._results: Coalescer[_Result, None] = Coalescer(self._write_results)
         self._queue_stats = Periodic("webhook-queue-stats", QUEUE_STATS_S, self._measure_queue, run_first=True)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._due = asyncio.Event()
+
+    def wake(self) -> None:
+        """Deliveries may be due now: look at once instead of at the next poll."""
+        self._due.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="webhook-dispatcher")
@@ -183,39 +272,44 @@ class Dispatcher:
         for task in list(self._inflight):
             task.cancel()
 
+    def _room(self, webhook_id: uuid.UUID) -> int:
+        return self._breakers.limit(webhook_id, self._per_webhook_limit) - self._per_webhook[webhook_id]
+
     async def _loop(self) -> None:
         while True:
             # Each attempt is a task of its own: a slow endpoint holds its own attempts' slots, never a batch.
-            # A webhook with as many attempts in flight as it may have gets no more until one ends.
+            # A webhook with as many attempts in flight as it may have, or an open breaker, gets none now.
             free = self._concurrency - len(self._inflight)
-            busy = [w for w, n in self._per_webhook.items() if n >= self._per_webhook_limit]
+            skip = {w for w in self._per_webhook if self._room(w) <= 0}.union(self._breakers.held_back())
             try:
-                due = await store.claim_due(self._rt.pool, free, HOLD, busy) if free > 0 else []
+                due = await store.claim_due(self._rt.pool, free, self._hold, list(skip)) if free > 0 else []
             except Exception:
                 log.exception("claiming due deliveries failed")
                 due = []
-            taken: Counter_[uuid.UUID] = Counter_()
             release = []
             for delivery in due:
-                if self._per_webhook[delivery.webhook_id] + taken[delivery.webhook_id] >= self._per_webhook_limit:
+                if self._room(delivery.webhook_id) <= 0:
                     release.append(delivery.delivery_id)  # more of one webhook than it may have at once
                     continue
-                taken[delivery.webhook_id] += 1
                 self._start(delivery)
             if release:
-                await store.release_claims(self._rt.pool, release)
-            if not due:
-                await asyncio.sleep(IDLE_POLL_S)
+                with contextlib.suppress(Exception):  # if this fails, they are due again after the hold
+                    await store.release_claims(self._rt.pool, release)
+            if len(due) == len(release):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._due.wait(), IDLE_POLL_S)
+                self._due.clear()
 
     def _start(self, delivery: store.Due) -> None:
         self._per_webhook[delivery.webhook_id] += 1
+        self._breakers.started(delivery.webhook_id)
         task = asyncio.create_task(self._attempt(delivery))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
     async def _attempt(self, delivery: store.Due) -> None:
         try:
-            await self._send(delivery)
+            await self._results.run([await self._send(delivery)])
         except Exception:
             log.exception("delivery attempt failed to record", extra={"delivery_id": str(delivery.delivery_id)})
         finally:
@@ -223,35 +317,47 @@ class Dispatcher:
             if self._per_webhook[delivery.webhook_id] <= 0:
                 del self._per_webhook[delivery.webhook_id]
 
-    async def _send(self, delivery: store.Due) -> None:
-        pool = self._rt.pool
+    async def _send(self, delivery: store.Due) -> _Result:
+        """Send one attempt; its outcome, to be written."""
         if not delivery.is_active:
-            await store.record_attempt(pool, delivery.delivery_id, "failed", None, "webhook disabled", None)
             OUTCOMES["webhook_disabled"].inc()
-            return
+            outcome = store.Outcome(delivery.delivery_id, "failed", None, "webhook disabled", None)
+            return _Result(outcome, delivery.webhook_id, None)
         message_id = f"msg_{delivery.delivery_id.hex}"
         headers = signing.headers(delivery.secrets, message_id, int(time.time()), delivery.body)
         attempt = await self._client.post(delivery.url, delivery.body, headers)
         ATTEMPT_SECONDS.observe(attempt.latency_ms / 1000)
-        await store.webhook_health(pool, delivery.webhook_id, attempt.ok, self._disable_after)
+        self._breakers.record(delivery.webhook_id, attempt.ok)
         if attempt.ok:
             OUTCOMES["succeeded"].inc()
-            await store.record_attempt(
-                pool, delivery.delivery_id, "succeeded", attempt.status_code, None, None, attempt.latency_ms
+            outcome = store.Outcome(
+                delivery.delivery_id, "succeeded", attempt.status_code, None, None, attempt.latency_ms
             )
-            return
+            return _Result(outcome, delivery.webhook_id, True)
         error = attempt.error or f"HTTP {attempt.status_code}"
         if attempt.status_code == 410:
             OUTCOMES["gone"].inc()
-            await store.disable_webhook(pool, delivery.webhook_id, "the endpoint answered 410 Gone")
-            await store.record_attempt(pool, delivery.delivery_id, "failed", 410, error, None, attempt.latency_ms)
-            return
+            await store.disable_webhook(self._rt.pool, delivery.webhook_id, "the endpoint answered 410 Gone")
+            outcome = store.Outcome(delivery.delivery_id, "failed", 410, error, None, attempt.latency_ms)
+            return _Result(outcome, delivery.webhook_id, False)
         retry_in = self.retry_in(delivery.attempts, attempt)
-        status = "failed" if retry_in is None else "pending"
         OUTCOMES["failed" if retry_in is None else "will_retry"].inc()
-        await store.record_attempt(
-            pool, delivery.delivery_id, status, attempt.status_code, error, retry_in, attempt.latency_ms
+        outcome = store.Outcome(
+            delivery.delivery_id,
+            "failed" if retry_in is None else "pending",
+            attempt.status_code,
+            error,
+            retry_in,
+            attempt.latency_ms,
         )
+        return _Result(outcome, delivery.webhook_id, False)
+
+    async def _write_results(self, results: list[_Result]) -> list[None]:
+        await store.record_outcomes(self._rt.pool, [r.outcome for r in results])
+        succeeded = {r.webhook_id for r in results if r.reached}
+        failed = {r.webhook_id for r in results if r.reached is False} - succeeded
+        await store.webhooks_health(self._rt.pool, list(succeeded), list(failed), self._disable_after)
+        return [None] * len(results)
 
     def retry_in(self, attempts_before: int, attempt: Attempt) -> timedelta | None:
         """When to try again after a failed attempt, or None when the schedule is used up."""

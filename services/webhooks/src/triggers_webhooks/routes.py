@@ -7,7 +7,7 @@ import base64
 import secrets
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -15,7 +15,7 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
 from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
-from triggers_common.errors import InvalidParameter, NotFound, ValidationFailed
+from triggers_common.errors import Conflict, InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id, uuid_param
 from triggers_common.models import NULL, format_timestamp, new_event_id
 from triggers_common.openapi import Doc, Param
@@ -146,6 +146,27 @@ class RetryQueued(msgspec.Struct):
     request_id: str
 
 
+class ReplayIn(msgspec.Struct, forbid_unknown_fields=True):
+    since: Annotated[datetime, msgspec.Meta(tz=True)]
+    until: Annotated[datetime, msgspec.Meta(tz=True)]
+    """Exclusive; a time in the future counts as now (later events reach the webhook anyway)."""
+
+
+class ReplayOut(msgspec.Struct):
+    replay_id: str
+    webhook_id: str
+    since: str
+    until: str
+    status: str
+    """pending, running, completed or failed."""
+    deliveries_scheduled: int
+    """Deliveries made due so far: one per matching event (a delivery being sent right now is left to it)."""
+    error: str | None
+    created_at: str
+    completed_at: str | None
+    request_id: str
+
+
 class SecretRotated(msgspec.Struct):
     webhook_id: str
     secret: str
@@ -159,6 +180,7 @@ _decode_in = msgspec.json.Decoder(WebhookIn).decode
 _decode_put = msgspec.json.Decoder(WebhookPut).decode
 _decode_patch = msgspec.json.Decoder(WebhookPatch).decode
 _decode_secret = msgspec.json.Decoder(SecretIn).decode
+_decode_replay = msgspec.json.Decoder(ReplayIn).decode
 
 
 def new_secret() -> str:
@@ -442,7 +464,91 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         body = RetryQueued(str(did), "pending", "The delivery is due now", request_id(request))
         return json_response(encode(body), 202)
 
-    return [create, list_webhooks, get_webhook, replace, change, remove, rotate_secret, test, deliveries, retry]
+    def replay_answer(replay: store.Replay, request: Request[Any, Any, Any], status: int = 200) -> Response[bytes]:
+        body = ReplayOut(
+            replay_id=str(replay.replay_id),
+            webhook_id=str(replay.webhook_id),
+            since=format_timestamp(replay.since),
+            until=format_timestamp(replay.until),
+            status=replay.status,
+            deliveries_scheduled=replay.scheduled,
+            error=replay.error,
+            created_at=format_timestamp(replay.created_at),
+            completed_at=format_timestamp(replay.completed_at) if replay.completed_at else None,
+            request_id=request_id(request),
+        )
+        return json_response(encode(body), status)
+
+    @post(
+        "/v1/webhooks/{webhook_id:str}/replay",
+        status_code=202,
+        tags=["webhooks"],
+        summary="Deliver again every past event of a time range that matches the webhook",
+        description="Events created in [since, until) that match the webhook's current filters are read back "
+        "from the event log (as far back as Kafka retains it), including those of days the webhook was "
+        "disabled, and delivered again with their original `webhook-id`. Runs in the background: follow it "
+        "with GET .../replays/{replay_id}.",
+        opt={
+            "doc": Doc(
+                body=ReplayIn,
+                body_example={"since": "2026-11-25T00:00:00Z", "until": "2026-11-26T00:00:00Z"},
+                response=ReplayOut,
+                status=202,
+                errors=(400, 404, 409, 415, 422),
+            )
+        },
+    )
+    async def replay(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = uuid_param(webhook_id, "path.webhook_id")
+        wanted = decode_body(_decode_replay, await request.body(), request.headers.get("content-type"))
+        now = datetime.now(UTC)
+        if wanted.since > now:
+            raise ValidationFailed.field("body.since", "Must not be in the future")
+        until = min(wanted.until, now)
+        if until <= wanted.since:
+            raise ValidationFailed.field("body.until", "Must be after since")
+        hook = await store.get_webhook(rt.pool, principal.tenant_id, wid)
+        if hook is None:
+            raise missing(wid)
+        if not hook.is_active:
+            raise Conflict(
+                "The webhook is disabled; enable it (is_active: true) before replaying", {"webhook_id": str(wid)}
+            )
+        made = await store.create_replay(rt.pool, principal.tenant_id, wid, wanted.since, until)
+        if made is None:  # deleted in between
+            raise missing(wid)
+        return replay_answer(made, request, 202)
+
+    @get(
+        "/v1/webhooks/{webhook_id:str}/replays/{replay_id:str}",
+        tags=["webhooks"],
+        summary="How far a replay got",
+        opt={"doc": Doc(response=ReplayOut, errors=(404, 422))},
+    )
+    async def get_replay(request: Request[Any, Any, Any], webhook_id: str, replay_id: str) -> Response[bytes]:
+        principal = await caller(request)
+        wid = uuid_param(webhook_id, "path.webhook_id")
+        rid = uuid_param(replay_id, "path.replay_id")
+        found = await store.get_replay(rt.pool, principal.tenant_id, wid, rid)
+        if found is None:
+            raise NotFound(f"Replay {rid} not found", {"replay_id": str(rid)})
+        return replay_answer(found, request)
+
+    return [
+        create,
+        list_webhooks,
+        get_webhook,
+        replace,
+        change,
+        remove,
+        rotate_secret,
+        test,
+        deliveries,
+        retry,
+        replay,
+        get_replay,
+    ]
 
 
 _STATUSES = ("pending", "succeeded", "failed")

@@ -207,7 +207,7 @@ async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta, skip: Seque
     after it."""
     records = await pool.fetch(
         """WITH taken AS (
-             UPDATE deliveries d SET next_attempt_at = now() + $2::interval
+             UPDATE deliveries d SET next_attempt_at = now() + $2::interval, claimed_until = now() + $2::interval
              WHERE delivery_id IN (
                SELECT delivery_id FROM deliveries
                WHERE status = 'pending' AND next_attempt_at <= now() AND webhook_id <> ALL($3::uuid[])
@@ -228,35 +228,45 @@ async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta, skip: Seque
 async def release_claims(pool: asyncpg.Pool, delivery_ids: list[uuid.UUID]) -> None:
     """Give back claimed deliveries, due again now."""
     await pool.execute(
-        "UPDATE deliveries SET next_attempt_at = now() WHERE delivery_id = ANY($1::uuid[])", delivery_ids
+        "UPDATE deliveries SET next_attempt_at = now(), claimed_until = NULL WHERE delivery_id = ANY($1::uuid[])",
+        delivery_ids,
     )
 
 
-async def record_attempt(
-    pool: asyncpg.Pool,
-    delivery_id: uuid.UUID,
-    status: str,
-    status_code: int | None,
-    error: str | None,
-    retry_in: timedelta | None,
-    latency_ms: float = 0.0,
-) -> None:
-    """One attempt's outcome (logged): ``status`` succeeded, failed, or pending again after ``retry_in``."""
+class Outcome(msgspec.Struct, frozen=True):
+    """One attempt's result: the delivery's new ``status`` (succeeded, failed, or pending again after
+    ``retry_in``), and what the receiver answered."""
+
+    delivery_id: uuid.UUID
+    status: str
+    status_code: int | None
+    error: str | None
+    retry_in: timedelta | None
+    latency_ms: float = 0.0
+
+
+async def record_outcomes(pool: asyncpg.Pool, outcomes: Sequence[Outcome]) -> None:
+    """Apply attempts' outcomes to their deliveries and log each attempt: one statement for them all."""
+    rows = sorted(outcomes, key=lambda o: o.delivery_id)
     await pool.execute(
-        """WITH done AS (
-             UPDATE deliveries SET status = $2, attempts = attempts + 1, last_status_code = $3, last_error = $4,
-                                   next_attempt_at = CASE WHEN $5::interval IS NULL THEN next_attempt_at
-                                                          ELSE now() + $5::interval END,
-                                   updated_at = now()
-             WHERE delivery_id = $1 RETURNING attempts)
+        """WITH o AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::float8[])
+               AS o (delivery_id, status, status_code, error, retry_in_s, latency_ms)),
+           done AS (
+             UPDATE deliveries d SET status = o.status, attempts = d.attempts + 1, last_status_code = o.status_code,
+                                     last_error = o.error, updated_at = now(), claimed_until = NULL,
+                                     next_attempt_at = CASE WHEN o.retry_in_s IS NULL THEN d.next_attempt_at
+                                                            ELSE now() + make_interval(secs => o.retry_in_s) END
+             FROM o WHERE d.delivery_id = o.delivery_id
+             RETURNING d.delivery_id, d.attempts, o.status_code, o.latency_ms, o.error)
            INSERT INTO delivery_attempts (delivery_id, attempt, status_code, latency_ms, error)
-           SELECT $1, attempts, $3, $6, $4 FROM done""",
-        delivery_id,
-        status,
-        status_code,
-        error,
-        retry_in,
-        latency_ms,
+           SELECT delivery_id, attempts, status_code, latency_ms, error FROM done""",
+        [o.delivery_id for o in rows],
+        [o.status for o in rows],
+        [o.status_code for o in rows],
+        [o.error for o in rows],
+        [o.retry_in.total_seconds() if o.retry_in is not None else None for o in rows],
+        [o.latency_ms for o in rows],
     )
 
 
@@ -318,11 +328,16 @@ async def list_deliveries(
     return [DeliveryRow(**dict(r), log=attempts[r["delivery_id"]]) for r in records]
 
 
+_NOT_IN_FLIGHT = "(claimed_until IS NULL OR claimed_until <= now())"
+"""A delivery no dispatcher is sending right now: a retry or replay may make it due without a second send."""
+
+
 async def retry_delivery(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
     """Make a delivery due now again (a failed one too); False if the tenant's webhook has no such delivery."""
     status: str = await pool.execute(
-        """UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
-           WHERE delivery_id = $1 AND webhook_id = $2 AND tenant_id = $3 AND status <> 'succeeded'""",
+        f"""UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+           WHERE delivery_id = $1 AND webhook_id = $2 AND tenant_id = $3 AND status <> 'succeeded'
+             AND {_NOT_IN_FLIGHT}""",
         delivery_id,
         webhook_id,
         tenant_id,
@@ -338,28 +353,37 @@ async def retry_delivery(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UU
     return bool(exists)
 
 
-async def webhook_health(pool: asyncpg.Pool, webhook_id: uuid.UUID, ok: bool, disable_after: timedelta) -> bool:
-    """Note an attempt's success or failure; True if the webhook has now failed for ``disable_after`` and was
-    disabled."""
-    if ok:
+async def webhooks_health(
+    pool: asyncpg.Pool, succeeded: Sequence[uuid.UUID], failed: Sequence[uuid.UUID], disable_after: timedelta
+) -> list[uuid.UUID]:
+    """Note which webhooks just had a success (their failure clock stops) and which only failures (it starts,
+    if stopped); answer those that have now failed for ``disable_after`` and were disabled."""
+    if succeeded:
         await pool.execute(
-            "UPDATE webhooks SET failing_since = NULL WHERE webhook_id = $1 AND failing_since IS NOT NULL", webhook_id
+            "UPDATE webhooks SET failing_since = NULL WHERE webhook_id = ANY($1::uuid[]) AND failing_since IS NOT NULL",
+            sorted(succeeded),
         )
-        return False
-    disabled = await pool.fetchval(
-        """UPDATE webhooks SET failing_since = coalesce(failing_since, now()),
-                  is_active = is_active AND coalesce(failing_since, now()) > now() - $2::interval,
-                  disabled_reason = CASE WHEN is_active AND coalesce(failing_since, now()) <= now() - $2::interval
-                                         THEN 'every delivery failed for ' || $2::interval::text
-                                         ELSE disabled_reason END
-           WHERE webhook_id = $1
-           RETURNING disabled_reason IS NOT NULL AND NOT is_active""",
-        webhook_id,
-        disable_after,
-    )
+    if not failed:
+        return []
+    disabled: list[uuid.UUID] = [
+        r[0]
+        for r in await pool.fetch(
+            """WITH f AS (
+                 UPDATE webhooks SET failing_since = coalesce(failing_since, now()),
+                        is_active = is_active AND coalesce(failing_since, now()) > now() - $2::interval,
+                        disabled_reason = CASE WHEN is_active AND coalesce(failing_since, now()) <= now() - $2::interval
+                                               THEN 'every delivery failed for ' || $2::interval::text
+                                               ELSE disabled_reason END
+                 WHERE webhook_id = ANY($1::uuid[])
+                 RETURNING webhook_id, disabled_reason IS NOT NULL AND NOT is_active AS disabled)
+               SELECT webhook_id FROM f WHERE disabled""",
+            sorted(failed),
+            disable_after,
+        )
+    ]
     if disabled:
         await notify_changed(pool)
-    return bool(disabled)
+    return disabled
 
 
 async def queue_state(pool: asyncpg.Pool) -> tuple[int, float]:
@@ -381,3 +405,118 @@ async def disable_webhook(pool: asyncpg.Pool, webhook_id: uuid.UUID, reason: str
         reason,
     )
     await notify_changed(pool)
+
+
+async def reschedule_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery]) -> int:
+    """A replay's deliveries, due now: new ones are created, finished ones (succeeded or failed) and those
+    waiting for a retry are due again; one that a dispatcher is sending right now is left to it. Answers
+    how many are now due."""
+    rows = sorted({r.delivery_id: r for r in rows}.values(), key=lambda r: r.delivery_id)
+    status: str = await pool.execute(
+        """INSERT INTO deliveries AS d (delivery_id, tenant_id, webhook_id, event_id, body)
+            SELECT n.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
+              AS n (delivery_id, tenant_id, webhook_id, event_id, body)
+            JOIN webhooks w USING (webhook_id)
+            ON CONFLICT (delivery_id) DO UPDATE
+              SET status = 'pending', next_attempt_at = now(), updated_at = now()
+              WHERE d.claimed_until IS NULL OR d.claimed_until <= now()""",
+        [r.delivery_id for r in rows],
+        [r.tenant_id for r in rows],
+        [r.webhook_id for r in rows],
+        [r.event_id for r in rows],
+        [r.body for r in rows],
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+class Replay(msgspec.Struct, frozen=True):
+    replay_id: uuid.UUID
+    tenant_id: str
+    webhook_id: uuid.UUID
+    since: datetime
+    until: datetime
+    status: str
+    scheduled: int
+    positions: dict[str, int]
+    """The next offset to read, by partition (as a string), once the replay has started."""
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+_REPLAY_COLUMNS = (
+    "replay_id, tenant_id, webhook_id, since, until, status, scheduled, positions, error, created_at, completed_at"
+)
+
+
+def _replay(record: Any) -> Replay:
+    fields = dict(record)
+    fields["positions"] = msgspec.json.decode(fields["positions"]) if fields["positions"] else {}
+    return Replay(**fields)
+
+
+async def create_replay(
+    pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID, since: datetime, until: datetime
+) -> Replay | None:
+    """A pending replay of the tenant's webhook; None if the tenant has no such webhook."""
+    record = await pool.fetchrow(
+        f"""INSERT INTO webhook_replays (replay_id, tenant_id, webhook_id, since, until)
+            SELECT $1, tenant_id, webhook_id, $3, $4 FROM webhooks WHERE webhook_id = $2 AND tenant_id = $5
+            RETURNING {_REPLAY_COLUMNS}""",
+        uuid.uuid4(),
+        webhook_id,
+        since,
+        until,
+        tenant_id,
+    )
+    return _replay(record) if record is not None else None
+
+
+async def get_replay(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID, replay_id: uuid.UUID) -> Replay | None:
+    record = await pool.fetchrow(
+        f"""SELECT {_REPLAY_COLUMNS} FROM webhook_replays
+            WHERE replay_id = $1 AND webhook_id = $2 AND tenant_id = $3""",
+        replay_id,
+        webhook_id,
+        tenant_id,
+    )
+    return _replay(record) if record is not None else None
+
+
+async def claim_replay(pool: asyncpg.Pool, hold: timedelta) -> Replay | None:
+    """Take the oldest replay that nobody is running (new, or its worker stopped renewing) for ``hold``."""
+    record = await pool.fetchrow(
+        f"""UPDATE webhook_replays SET status = 'running', claimed_until = now() + $1::interval
+            WHERE replay_id = (
+              SELECT replay_id FROM webhook_replays
+              WHERE status IN ('pending', 'running') AND (claimed_until IS NULL OR claimed_until <= now())
+              ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING {_REPLAY_COLUMNS}""",
+        hold,
+    )
+    return _replay(record) if record is not None else None
+
+
+async def replay_progress(
+    pool: asyncpg.Pool, replay_id: uuid.UUID, positions: dict[str, int], scheduled: int, hold: timedelta
+) -> None:
+    """Save how far a running replay got, and keep holding it."""
+    await pool.execute(
+        """UPDATE webhook_replays SET positions = $2::text::jsonb, scheduled = scheduled + $3,
+                  claimed_until = now() + $4::interval
+           WHERE replay_id = $1""",
+        replay_id,
+        msgspec.json.encode(positions).decode(),
+        scheduled,
+        hold,
+    )
+
+
+async def finish_replay(pool: asyncpg.Pool, replay_id: uuid.UUID, error: str | None = None) -> None:
+    await pool.execute(
+        """UPDATE webhook_replays SET status = CASE WHEN $2::text IS NULL THEN 'completed' ELSE 'failed' END,
+                  error = $2, completed_at = now(), claimed_until = NULL
+           WHERE replay_id = $1""",
+        replay_id,
+        error,
+    )
