@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bench import inbox, inbox_scale, loadgen, saturation
+from bench import inbox, inbox_scale, loadgen, saturation, webhooks
 
 T = TypeVar("T")
 
@@ -49,6 +49,7 @@ FIXED_P99_LATER_TARGET_MS = 25.0  # the same measurement against a later milesto
 INBOX_P99_TARGET_MS = 250.0
 CONSUMER_TARGET = 20000.0
 INBOX_PAGE_P99_TARGET_MS = 10.0
+DELIVERIES_TARGET = 2000.0
 BASELINE_SHARE_TARGET_PCT = 70.0
 BASELINE_START_TIMEOUT_S = 60.0
 FIXED_SOURCE = "bench-fixed"
@@ -130,6 +131,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-fixed-rate", action="store_true", help="skip the fixed-rate phase")
     p.add_argument("--skip-inbox-scale", action="store_true", help="skip the inbox-at-scale phase")
+    p.add_argument("--skip-webhooks", action="store_true", help="skip the webhook delivery phase")
+    p.add_argument("--webhook-events", type=int, default=30_000, help="events of the delivery-throughput backlog")
+    p.add_argument("--webhook-rate", type=float, default=200.0, help="events/s while one endpoint is dead")
+    p.add_argument(
+        "--webhook-duration", type=float, default=15.0, help="seconds of that, and of the same without a dead one"
+    )
     p.add_argument("--inbox-events", type=int, default=1_000_000, help="pending events of the inbox-at-scale phase")
     p.add_argument("--inbox-tenants", type=int, default=100, help="tenants they are spread over")
     p.add_argument("--inbox-page-requests", type=int, default=400, help="timed GET /v1/inbox per filter combination")
@@ -555,6 +562,54 @@ def run_inbox_scale(args: argparse.Namespace, key: str) -> dict[str, Any]:
     return {**seeded, "workers": cmd[-1], "consumer": consumed, "pages": pages, "leases": leases}
 
 
+def run_webhooks(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Delivery throughput of a backlog to a local receiver, then a healthy endpoint's latency while the
+    tenant's other webhook points at an endpoint that never answers. Receivers run in processes of their own;
+    the phase's webhooks are deleted at the end."""
+    healthy = webhooks.start_receiver(free_port())
+    dead = webhooks.start_receiver(free_port(), hang=True)
+    isolated = webhooks.start_receiver(free_port())
+    try:
+        out = {
+            "throughput": run_async(
+                webhooks.throughput(args.url, key, healthy, args.webhook_events, args.bulk_drain_timeout)
+            )
+        }
+        out["isolation"] = run_async(
+            webhooks.isolation(args.url, key, isolated, dead, args.webhook_rate, args.webhook_duration)
+        )
+    finally:
+        for receiver in (healthy, dead, isolated):
+            receiver.proc.kill()
+            receiver.proc.wait()
+    if out["throughput"]["delivered"] == 0:
+        raise HarnessError("webhooks: no delivery arrived")
+    return out
+
+
+def webhooks_rows(wh: dict[str, Any]) -> list[Row]:
+    """Table rows of the webhook phase."""
+    tp, iso = wh["throughput"], wh["isolation"]
+    per_s = tp["deliveries_per_s"] or 0
+    alone, dead = iso["alone"]["latency_ms"], iso["beside_dead"]["latency_ms"]
+    return [
+        Row(
+            f"webhook deliveries/s ({tp['events']:,}-event backlog, local receiver)",
+            f"{per_s:,.0f} /s",
+            f">= {DELIVERIES_TARGET:,.0f}/s",
+            verdict(per_s >= DELIVERIES_TARGET, tp["missing"], "missing"),
+        ),
+        Row(
+            f"healthy endpoint event->delivery p50 / p99 at {iso['rate']:.0f}/s, another endpoint dead",
+            f"{_ms(dead['p50'])} / {_ms(dead['p99'])} ms",
+            "",
+            verdict(True, iso["missing"], "missing"),
+        ),
+        Row("  the same, alone (no dead endpoint)", f"{_ms(alone['p50'])} / {_ms(alone['p99'])} ms"),
+        Row("  requests the dead endpoint took (at most 10 at once per process)", f"{iso['dead_endpoint_requests']}"),
+    ]
+
+
 def inbox_scale_rows(sc: dict[str, Any]) -> list[Row]:
     """Table rows of the inbox-at-scale phase."""
     consumer, pages, leases = sc["consumer"], sc["pages"], sc["leases"]
@@ -829,6 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gateway_vs_baseline_pct": BASELINE_SHARE_TARGET_PCT,
             "inbox_consumer_per_s": CONSUMER_TARGET,
             "inbox_page_p99_ms": INBOX_PAGE_P99_TARGET_MS,
+            "webhook_deliveries_per_s": DELIVERIES_TARGET,
         },
         "harness_errors": [],
     }
@@ -851,6 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("bulk", run_bulk, bulk_rows),
         ("fixed_rate", run_fixed, fixed_rows),
         ("baseline", run_baseline, baseline_rows),
+        ("webhooks", run_webhooks, webhooks_rows),
         ("inbox_scale", run_inbox_scale, inbox_scale_rows),
     ]
     phases = [phase for phase in phases if not getattr(args, f"skip_{phase[0]}", False)]
@@ -885,7 +942,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "saturation" in report and "baseline" in report:
         report["gateway_vs_baseline_pct"] = round(baseline_share(report["saturation"], report["baseline"]), 1)
         phase_rows.setdefault("baseline", []).append(share_row(report["saturation"], report["baseline"]))
-    for name in ("saturation", "baseline", "checks", "bulk", "fixed_rate", "inbox_scale"):  # a blank line between
+    for name in (
+        "saturation",
+        "baseline",
+        "checks",
+        "bulk",
+        "fixed_rate",
+        "webhooks",
+        "inbox_scale",
+    ):  # a blank line between
         if name in phase_rows:
             rows += [*([Row("", "")] if rows else []), *phase_rows[name]]
     report["summary"] = [vars(r) for r in rows if r.target]

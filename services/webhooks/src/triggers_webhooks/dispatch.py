@@ -56,6 +56,7 @@ OPEN_BREAKERS = Gauge(
 QUEUE_STATS_S = 15.0
 
 IDLE_POLL_S = 0.2
+CLAIM_LINGER_S = 0.003
 INDEX_REFRESH_S = 5.0
 CLOCK_MARGIN = timedelta(seconds=1)
 
@@ -196,6 +197,11 @@ class Breakers:
             self.record(webhook_id, ok=True)  # half-open for an hour without a probe: deleted, or idle
         return held
 
+    def half_open(self) -> list[uuid.UUID]:
+        """Webhooks whose breaker lets one probe through now."""
+        now = time.monotonic()
+        return [w for w, until in self._open_until.items() if until <= now and w not in self._probing]
+
     def limit(self, webhook_id: uuid.UUID, default: int) -> int:
         """Attempts the webhook may have in flight: one (the probe) when its breaker is half-open."""
         return 1 if webhook_id in self._open_until else default
@@ -272,33 +278,37 @@ class Dispatcher:
         for task in list(self._inflight):
             task.cancel()
 
-    def _room(self, webhook_id: uuid.UUID) -> int:
-        return self._breakers.limit(webhook_id, self._per_webhook_limit) - self._per_webhook[webhook_id]
+    def _room(self) -> dict[uuid.UUID, int]:
+        """How many more attempts each webhook with some in flight, or a breaker not closed, may have now."""
+        room = {w: self._breakers.limit(w, self._per_webhook_limit) - n for w, n in self._per_webhook.items()}
+        for webhook_id in self._breakers.held_back():
+            room[webhook_id] = 0
+        for webhook_id in self._breakers.half_open():
+            room.setdefault(webhook_id, 1)
+        return room
 
     async def _loop(self) -> None:
         while True:
             # Each attempt is a task of its own: a slow endpoint holds its own attempts' slots, never a batch.
             # A webhook with as many attempts in flight as it may have, or an open breaker, gets none now.
             free = self._concurrency - len(self._inflight)
-            skip = {w for w in self._per_webhook if self._room(w) <= 0}.union(self._breakers.held_back())
             try:
-                due = await store.claim_due(self._rt.pool, free, self._hold, list(skip)) if free > 0 else []
+                due = (
+                    await store.claim_due(self._rt.pool, free, self._hold, self._per_webhook_limit, self._room())
+                    if free > 0
+                    else []
+                )
             except Exception:
                 log.exception("claiming due deliveries failed")
                 due = []
-            release = []
             for delivery in due:
-                if self._room(delivery.webhook_id) <= 0:
-                    release.append(delivery.delivery_id)  # more of one webhook than it may have at once
-                    continue
                 self._start(delivery)
-            if release:
-                with contextlib.suppress(Exception):  # if this fails, they are due again after the hold
-                    await store.release_claims(self._rt.pool, release)
-            if len(due) == len(release):
+            if not due:  # until an attempt ends, a delivery is scheduled, or the next poll
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._due.wait(), IDLE_POLL_S)
                 self._due.clear()
+            if self._inflight:  # busy: let a few more slots free up, so one claim fills several
+                await asyncio.sleep(CLAIM_LINGER_S)
 
     def _start(self, delivery: store.Due) -> None:
         self._per_webhook[delivery.webhook_id] += 1
@@ -309,13 +319,16 @@ class Dispatcher:
 
     async def _attempt(self, delivery: store.Due) -> None:
         try:
-            await self._results.run([await self._send(delivery)])
+            try:
+                result = await self._send(delivery)
+            finally:  # the endpoint's slot is free once it answered; the outcome is written after
+                self._per_webhook[delivery.webhook_id] -= 1
+                if self._per_webhook[delivery.webhook_id] <= 0:
+                    del self._per_webhook[delivery.webhook_id]
+                self._due.set()
+            await self._results.run([result])
         except Exception:
             log.exception("delivery attempt failed to record", extra={"delivery_id": str(delivery.delivery_id)})
-        finally:
-            self._per_webhook[delivery.webhook_id] -= 1
-            if self._per_webhook[delivery.webhook_id] <= 0:
-                del self._per_webhook[delivery.webhook_id]
 
     async def _send(self, delivery: store.Due) -> _Result:
         """Send one attempt; its outcome, to be written."""

@@ -191,6 +191,10 @@ async def insert_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery]) -> int:
     return int(status.rsplit(" ", 1)[1])
 
 
+_NOT_IN_FLIGHT = "(claimed_until IS NULL OR claimed_until <= now())"
+"""A delivery no dispatcher is sending right now: a retry or replay may make it due without a second send."""
+
+
 class Due(msgspec.Struct, frozen=True):
     delivery_id: uuid.UUID
     webhook_id: uuid.UUID
@@ -201,17 +205,35 @@ class Due(msgspec.Struct, frozen=True):
     is_active: bool
 
 
-async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta, skip: Sequence[uuid.UUID] = ()) -> list[Due]:
-    """Take up to ``limit`` due deliveries (none of the webhooks in ``skip``) for ``hold`` (longer than an
-    attempt can last): no other dispatcher sends them meanwhile, and if this one dies they are due again
-    after it."""
+async def claim_due(
+    pool: asyncpg.Pool,
+    limit: int,
+    hold: timedelta,
+    per_webhook: int,
+    room: Mapping[uuid.UUID, int],
+) -> list[Due]:
+    """Take up to ``limit`` due deliveries, oldest first, for ``hold`` (longer than an attempt can last): no
+    other dispatcher sends them meanwhile, and if this one dies they are due again after it. At most
+    ``per_webhook`` of one webhook, or its ``room`` if given (webhooks without room are not even looked at),
+    so one webhook's backlog never takes every slot."""
+    full = [w for w, n in room.items() if n <= 0]
+    limited = [(w, n) for w, n in room.items() if n > 0]
+    # Concurrent claimers skip each other's candidates (SKIP LOCKED) instead of colliding on the oldest rows;
+    # a few webhooks' worth of candidates is enough, as a busy dispatcher claims again at once.
     records = await pool.fetch(
-        """WITH taken AS (
-             UPDATE deliveries d SET next_attempt_at = now() + $2::interval, claimed_until = now() + $2::interval
-             WHERE delivery_id IN (
-               SELECT delivery_id FROM deliveries
-               WHERE status = 'pending' AND next_attempt_at <= now() AND webhook_id <> ALL($3::uuid[])
-               ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+        f"""WITH candidates AS (
+             SELECT delivery_id, webhook_id, next_attempt_at FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= now() AND {_NOT_IN_FLIGHT}
+               AND webhook_id <> ALL($3::uuid[])
+             ORDER BY next_attempt_at LIMIT least($1, $6 * 4) FOR UPDATE SKIP LOCKED),
+           wanted AS (
+             SELECT c.delivery_id FROM (
+               SELECT *, row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at) AS rank FROM candidates
+             ) c LEFT JOIN unnest($4::uuid[], $5::int[]) AS room (webhook_id, n) USING (webhook_id)
+             WHERE c.rank <= coalesce(room.n, $6)),
+           taken AS (
+             UPDATE deliveries d SET claimed_until = now() + $2::interval
+             FROM wanted WHERE d.delivery_id = wanted.delivery_id
              RETURNING d.delivery_id, d.webhook_id, d.body, d.attempts)
            SELECT t.*, w.url,
                   array_remove(ARRAY[w.secret, CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END],
@@ -220,17 +242,12 @@ async def claim_due(pool: asyncpg.Pool, limit: int, hold: timedelta, skip: Seque
            FROM taken t JOIN webhooks w USING (webhook_id)""",
         limit,
         hold,
-        list(skip),
+        full,
+        [w for w, _ in limited],
+        [n for _, n in limited],
+        per_webhook,
     )
     return [Due(*r.values()) for r in records]
-
-
-async def release_claims(pool: asyncpg.Pool, delivery_ids: list[uuid.UUID]) -> None:
-    """Give back claimed deliveries, due again now."""
-    await pool.execute(
-        "UPDATE deliveries SET next_attempt_at = now(), claimed_until = NULL WHERE delivery_id = ANY($1::uuid[])",
-        delivery_ids,
-    )
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -328,10 +345,6 @@ async def list_deliveries(
     return [DeliveryRow(**dict(r), log=attempts[r["delivery_id"]]) for r in records]
 
 
-_NOT_IN_FLIGHT = "(claimed_until IS NULL OR claimed_until <= now())"
-"""A delivery no dispatcher is sending right now: a retry or replay may make it due without a second send."""
-
-
 async def retry_delivery(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
     """Make a delivery due now again (a failed one too); False if the tenant's webhook has no such delivery."""
     status: str = await pool.execute(
@@ -389,8 +402,9 @@ async def webhooks_health(
 async def queue_state(pool: asyncpg.Pool) -> tuple[int, float]:
     """Pending deliveries, and how long the oldest due one has been waiting (seconds; 0 when none is due)."""
     record = await pool.fetchrow(
-        """SELECT count(*) AS pending,
-                  coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now())), 0)
+        f"""SELECT count(*) AS pending,
+                  coalesce(extract(epoch FROM now() - min(next_attempt_at)
+                                   FILTER (WHERE next_attempt_at <= now() AND {_NOT_IN_FLIGHT})), 0)
                     AS oldest_due_s
            FROM deliveries WHERE status = 'pending'"""
     )
