@@ -163,11 +163,15 @@ async def test_a_replay_resends_a_time_range_including_the_days_the_webhook_was_
 
         await wait_until(both_live, timeout=20, what="the live deliveries")
         assert (await client.patch(path, json={"is_active": False}, headers=auth(tenant_key))).status_code == 200
-        missed, unmatched = await post_events(
-            client, tenant_key, [event(event_type="order.paid"), event(event_type="user.created")]
+        missed, unmatched, deleted = await post_events(
+            client,
+            tenant_key,
+            [event(event_type="order.paid"), event(event_type="user.created"), event(event_type="order.paid")],
         )
+        gone = await client.delete(f"/v1/events/{deleted['event_id']}", headers=auth(tenant_key))
+        assert gone.status_code == 200, gone.text
         await post_events(client, other, [event(event_type="order.paid")])  # another tenant's, in the range
-        until = (datetime.fromisoformat(missed["created_at"]) + timedelta(milliseconds=1)).isoformat()
+        until = (datetime.fromisoformat(deleted["created_at"]) + timedelta(milliseconds=1)).isoformat()
 
         refused = await replay(client, tenant_key, hook["webhook_id"], first["created_at"], until)
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "CONFLICT", refused.text
@@ -192,6 +196,7 @@ async def test_a_replay_resends_a_time_range_including_the_days_the_webhook_was_
         await wait_until(resent, timeout=20, what="the replayed deliveries")
         assert arrivals(before["event_id"]) == 1, "an event created before `since` is not replayed"
         assert arrivals(unmatched["event_id"]) == 0, "an event the webhook does not match is not replayed"
+        assert arrivals(deleted["event_id"]) == 0, "a deleted event is not replayed"
         assert len(receiver.requests) == 4, "and no other tenant's event"
         ids = {h["webhook-id"] for h, body in receiver.requests if first["event_id"].encode() in body}
         assert len(ids) == 1, "a replayed delivery keeps its webhook-id"

@@ -1,5 +1,6 @@
 """The webhooks component: subscriptions over HTTP; the consumer that schedules a delivery per matching event
-and webhook; the dispatcher that sends them, signed, with retries."""
+and webhook; the dispatcher that sends them, signed, with retries and a circuit breaker per webhook; and the
+worker that runs replays of a time range."""
 
 from __future__ import annotations
 

@@ -73,12 +73,16 @@ def matches(subscription: store.Subscription, event_type: str, source: str) -> b
 
 
 class Subscriptions:
-    """Every active subscription, by tenant, in memory: reloaded on each change notification and every 5 s,
-    and before the consumer handles an event created after the last load (``ensure_fresh``), so an event
-    accepted after a webhook was created always finds it."""
+    """Every active subscription, by tenant, in memory: read whole on each change notification and every 5 s,
+    and brought up to date (only what changed) before the consumer handles an event created after the last
+    read (``ensure_fresh``), so an event accepted after a webhook was created always finds it."""
+
+    CHANGE_MARGIN = timedelta(seconds=10)
+    """Changes are read from this long before the last read: a change committed late has an earlier time."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
+        self._by_id: dict[uuid.UUID, store.Subscription] = {}
         self._by_tenant: dict[str, list[store.Subscription]] = {}
         self._read_at = datetime.min.replace(tzinfo=UTC)
         self._listener = Listener(rt.settings.database_url, store.CHANGES_CHANNEL, self._changed)
@@ -88,18 +92,34 @@ class Subscriptions:
         return [s for s in self._by_tenant.get(tenant_id, ()) if matches(s, event_type, source)]
 
     async def load(self) -> None:
-        by_tenant: dict[str, list[store.Subscription]] = defaultdict(list)
         subscriptions, read_at = await store.active_subscriptions(self._rt.pool)
-        for subscription in subscriptions:
-            by_tenant[subscription.tenant_id].append(subscription)
         if read_at >= self._read_at:  # a slower, older load never replaces a newer one
-            self._by_tenant, self._read_at = dict(by_tenant), read_at
+            self._by_id = {s.webhook_id: s for s in subscriptions}
+            self._index(read_at)
 
     async def ensure_fresh(self, newest_event: datetime) -> None:
-        """Reload unless the index was read after ``newest_event`` was created (with a margin for the clocks
-        of the gateway and the database)."""
-        if self._read_at < newest_event + CLOCK_MARGIN:
-            await self.load()
+        """Catch up on changes unless the index was read after ``newest_event`` was created (with a margin for
+        the clocks of the gateway and the database)."""
+        if self._read_at >= newest_event + CLOCK_MARGIN:
+            return
+        changes, read_at = await store.changed_subscriptions(self._rt.pool, self._read_at - self.CHANGE_MARGIN)
+        if read_at < self._read_at:
+            return
+        if not changes:
+            self._read_at = read_at
+            return
+        for subscription, active in changes:
+            if active:
+                self._by_id[subscription.webhook_id] = subscription
+            else:
+                self._by_id.pop(subscription.webhook_id, None)
+        self._index(read_at)
+
+    def _index(self, read_at: datetime) -> None:
+        by_tenant: dict[str, list[store.Subscription]] = defaultdict(list)
+        for subscription in self._by_id.values():
+            by_tenant[subscription.tenant_id].append(subscription)
+        self._by_tenant, self._read_at = dict(by_tenant), read_at
 
     def _changed(self, _payload: str | None) -> None:
         asyncio.get_running_loop().create_task(self.load()).add_done_callback(_log_failure)

@@ -1,6 +1,7 @@
 """Replays of a time range (POST /v1/webhooks/{id}/replay): every event of the tenant created in the range
 that matches the webhook now is delivered again, read back from ``triggers.events.v1`` (the record of what
-was accepted, for as long as Kafka keeps it; events of a webhook's disabled days included).
+was accepted, for as long as Kafka keeps it; events of a webhook's disabled days included), except events
+deleted since.
 
 A replay is a row in Postgres. Any webhooks process takes a pending one (``SKIP LOCKED``), holds it while it
 reads, and saves the offsets it reached after every batch; if the process dies, another one carries on
@@ -107,6 +108,9 @@ class Replays:
                     positions[str(tp.partition)] = reached
                     if reached >= end[tp]:
                         remaining.discard(tp)
+                if rows:  # a deleted event is gone from replays too
+                    deleted = await store.deleted_events(pool, replay.tenant_id, [r.event_id for r in rows])
+                    rows = [r for r in rows if r.event_id not in deleted]
                 scheduled = await store.reschedule_deliveries(pool, rows) if rows else 0
                 await store.replay_progress(pool, replay.replay_id, positions, scheduled, HOLD)
             await store.finish_replay(pool, replay.replay_id)

@@ -165,6 +165,19 @@ async def active_subscriptions(pool: asyncpg.Pool) -> tuple[list[Subscription], 
     return [Subscription(*r.values()) for r in records], read_at
 
 
+async def changed_subscriptions(
+    pool: asyncpg.Pool, since: datetime
+) -> tuple[list[tuple[Subscription, bool]], datetime]:
+    """Subscriptions changed since ``since`` with whether each is active, and the database time they were read
+    at. (A deleted one is not among them: deliveries to it are dropped when they are scheduled.)"""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        records = await conn.fetch(
+            "SELECT webhook_id, tenant_id, events, sources, is_active FROM webhooks WHERE updated_at >= $1", since
+        )
+        read_at: datetime = await conn.fetchval("SELECT statement_timestamp()")
+    return [(Subscription(*list(r.values())[:4]), r["is_active"]) for r in records], read_at
+
+
 class NewDelivery(msgspec.Struct, frozen=True):
     delivery_id: uuid.UUID
     tenant_id: str
@@ -384,6 +397,8 @@ async def webhooks_health(
             """WITH f AS (
                  UPDATE webhooks SET failing_since = coalesce(failing_since, now()),
                         is_active = is_active AND coalesce(failing_since, now()) > now() - $2::interval,
+                        updated_at = CASE WHEN is_active AND coalesce(failing_since, now()) <= now() - $2::interval
+                                          THEN now() ELSE updated_at END,
                         disabled_reason = CASE WHEN is_active AND coalesce(failing_since, now()) <= now() - $2::interval
                                                THEN 'every delivery failed for ' || $2::interval::text
                                                ELSE disabled_reason END
@@ -534,3 +549,17 @@ async def finish_replay(pool: asyncpg.Pool, replay_id: uuid.UUID, error: str | N
         replay_id,
         error,
     )
+
+
+async def deleted_events(pool: asyncpg.Pool, tenant_id: str, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of the tenant's events were deleted (``DELETE /v1/events/{id}``, kept by the inbox component):
+    a replay leaves them out."""
+    try:
+        rows = await pool.fetch(
+            "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status = 'deleted'",
+            tenant_id,
+            list(event_ids),
+        )
+    except asyncpg.UndefinedTableError:  # no inbox component in this database: nothing was deleted
+        return set()
+    return {r["event_id"] for r in rows}

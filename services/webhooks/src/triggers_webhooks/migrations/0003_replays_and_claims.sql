@@ -24,3 +24,6 @@ CREATE TABLE webhook_replays (
     completed_at  timestamptz
 );
 CREATE INDEX webhook_replays_open ON webhook_replays (created_at) WHERE status IN ('pending', 'running');
+
+-- The subscription index of each webhooks process catches up on changes since its last read.
+CREATE INDEX webhooks_updated ON webhooks (updated_at);
