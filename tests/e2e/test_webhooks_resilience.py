@@ -242,3 +242,20 @@ async def test_replay_of_an_unknown_webhook_is_404_and_a_bad_id_422(client: http
     hook = await create_hook(client, tenant_key, "http://127.0.0.1:9/hook", ["*"])
     missing = await client.get(f"/v1/webhooks/{hook['webhook_id']}/replays/{uuid.uuid4()}", headers=auth(tenant_key))
     assert missing.status_code == 404
+
+
+async def test_a_replay_of_times_before_the_event_log_completes_empty(
+    client: httpx.AsyncClient, tenant_key: str
+) -> None:
+    hook = await create_hook(client, tenant_key, "http://127.0.0.1:9/hook", ["*"])
+    started = await replay(client, tenant_key, hook["webhook_id"], "0001-01-01T00:00:00Z", "1971-01-01T00:00:00Z")
+    assert started.status_code == 202, started.text
+    path = f"/v1/webhooks/{hook['webhook_id']}/replays/{started.json()['replay_id']}"
+
+    async def finished() -> dict[str, Any] | None:
+        got: dict[str, Any] = (await client.get(path, headers=auth(tenant_key))).json()
+        return got if got["status"] in ("completed", "failed") else None
+
+    done = await wait_until(finished, timeout=30, what="the replay finished")
+    assert (done["status"], done["deliveries_scheduled"], done["error"]) == ("completed", 0, None)
+    assert done["since"] == "1970-01-01T00:00:00.000000Z", "nothing is older than the epoch"

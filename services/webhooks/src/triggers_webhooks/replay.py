@@ -28,6 +28,8 @@ POLL_S = 1.0
 HOLD = timedelta(seconds=60)
 """A running replay belongs to its process this long after its last progress."""
 BATCH = 1000
+MAX_TRIES = 5
+"""A replay that failed this many times is given up, with the last error."""
 
 
 class Replays:
@@ -48,7 +50,12 @@ class Replays:
 
     async def run_pending(self) -> None:
         while (replay := await store.claim_replay(self._rt.pool, HOLD)) is not None:
-            await self.run(replay)  # if this fails, the replay is taken up again once its hold lapses
+            try:
+                await self.run(replay)
+            except Exception as exc:  # taken up again once its hold lapses, from the offsets it reached
+                log.exception("replay failed", extra={"replay_id": str(replay.replay_id), "try": replay.tries})
+                if replay.tries >= MAX_TRIES:
+                    await store.finish_replay(self._rt.pool, replay.replay_id, f"{type(exc).__name__}: {exc}"[:500])
 
     async def run(self, replay: store.Replay) -> None:
         pool = self._rt.pool
@@ -132,4 +139,5 @@ class Replays:
 
 
 def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
+    """Kafka's timestamp of ``at``; record timestamps start at the epoch."""
+    return max(0, int(at.timestamp() * 1000))

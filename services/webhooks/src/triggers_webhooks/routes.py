@@ -505,8 +505,9 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         now = datetime.now(UTC)
         if wanted.since > now:
             raise ValidationFailed.field("body.since", "Must not be in the future")
+        since = max(wanted.since, _EPOCH)  # the event log holds nothing older
         until = min(wanted.until, now)
-        if until <= wanted.since:
+        if until <= since:
             raise ValidationFailed.field("body.until", "Must be after since")
         hook = await store.get_webhook(rt.pool, principal.tenant_id, wid)
         if hook is None:
@@ -515,7 +516,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
             raise Conflict(
                 "The webhook is disabled; enable it (is_active: true) before replaying", {"webhook_id": str(wid)}
             )
-        made = await store.create_replay(rt.pool, principal.tenant_id, wid, wanted.since, until)
+        made = await store.create_replay(rt.pool, principal.tenant_id, wid, since, until)
         if made is None:  # deleted in between
             raise missing(wid)
         return replay_answer(made, request, 202)
@@ -552,6 +553,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
 
 
 _STATUSES = ("pending", "succeeded", "failed")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _delivery_out(row: store.DeliveryRow) -> DeliveryOut:

@@ -468,13 +468,15 @@ class Replay(msgspec.Struct, frozen=True):
     scheduled: int
     positions: dict[str, int]
     """The next offset to read, by partition (as a string), once the replay has started."""
+    tries: int
     error: str | None
     created_at: datetime
     completed_at: datetime | None
 
 
 _REPLAY_COLUMNS = (
-    "replay_id, tenant_id, webhook_id, since, until, status, scheduled, positions, error, created_at, completed_at"
+    "replay_id, tenant_id, webhook_id, since, until, status, scheduled, positions, tries, error, created_at, "
+    "completed_at"
 )
 
 
@@ -513,9 +515,10 @@ async def get_replay(pool: asyncpg.Pool, tenant_id: str, webhook_id: uuid.UUID, 
 
 
 async def claim_replay(pool: asyncpg.Pool, hold: timedelta) -> Replay | None:
-    """Take the oldest replay that nobody is running (new, or its worker stopped renewing) for ``hold``."""
+    """Take the oldest replay that nobody is running (new, or its worker stopped renewing) for ``hold``; its
+    ``tries`` counts this one."""
     record = await pool.fetchrow(
-        f"""UPDATE webhook_replays SET status = 'running', claimed_until = now() + $1::interval
+        f"""UPDATE webhook_replays SET status = 'running', claimed_until = now() + $1::interval, tries = tries + 1
             WHERE replay_id = (
               SELECT replay_id FROM webhook_replays
               WHERE status IN ('pending', 'running') AND (claimed_until IS NULL OR claimed_until <= now())

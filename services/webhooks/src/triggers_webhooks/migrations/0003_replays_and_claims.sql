@@ -18,6 +18,7 @@ CREATE TABLE webhook_replays (
     status        text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'completed', 'failed')),
     scheduled     integer NOT NULL DEFAULT 0,
     positions     jsonb NOT NULL DEFAULT '{}',
+    tries         integer NOT NULL DEFAULT 0,
     error         text,
     claimed_until timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
