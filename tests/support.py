@@ -182,6 +182,7 @@ class Receiver:
         self.hang_s = hang_s
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.arrivals: list[float] = []
+        """Wall-clock time (time.time()) of each request's arrival, comparable with an event's created_at."""
         self.spans: list[tuple[str, float, float]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -190,7 +191,7 @@ class Receiver:
         arrived = time.monotonic()
         try:
             self.requests.append((dict(request.headers), await request.read()))
-            self.arrivals.append(arrived)
+            self.arrivals.append(time.time())
             if self.hang_s:
                 await asyncio.sleep(self.hang_s)
             return web.Response(status=self.status)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
+import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -370,7 +371,6 @@ async def test_a_hanging_endpoint_does_not_delay_a_healthy_one(client: httpx.Asy
     async with Receiver(hang_s=20) as dead, Receiver() as healthy:
         stuck = await create(client, tenant_key, url=dead.url, events=["*"])
         await create(client, tenant_key, url=healthy.url, events=["*"])
-        started = time.monotonic()
         posted = await client.post("/v1/events/bulk", json={"items": [event()] * 60}, headers=auth(tenant_key))
         assert posted.status_code == 201
 
@@ -378,7 +378,11 @@ async def test_a_hanging_endpoint_does_not_delay_a_healthy_one(client: httpx.Asy
             return len(healthy.requests) >= 60
 
         await wait_until(all_healthy, timeout=30, what="every delivery to the healthy endpoint")
-        slowest = max(healthy.arrivals) - started
-        assert slowest < 10, f"the healthy endpoint waited {slowest:.1f} s behind the hanging one"
+        latencies = [
+            arrived - datetime.fromisoformat(json.loads(body)["created_at"]).timestamp()
+            for arrived, (_, body) in zip(healthy.arrivals, healthy.requests, strict=True)
+        ]
+        # Each attempt to the hanging endpoint holds its slot for 15 s; the healthy one's stay far below that.
+        assert max(latencies) < 2.0, f"the healthy endpoint waited {max(latencies):.2f} s behind the hanging one"
         assert len(dead.requests) <= 10, "the hanging endpoint gets no more attempts at once than its share"
         await client.delete(f"/v1/webhooks/{stuck['webhook_id']}", headers=auth(tenant_key))
