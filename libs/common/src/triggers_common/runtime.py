@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from importlib.resources import files
@@ -19,6 +20,9 @@ from triggers_common.ratelimit import RateLimiter
 from triggers_common.settings import Settings
 
 log = logging.getLogger("triggers.runtime")
+
+GC_THRESHOLD = 50_000
+"""Allocations (net of frees) between two young-generation collections of the cyclic GC."""
 
 
 class Runtime:
@@ -79,6 +83,12 @@ class Runtime:
         for component in components:
             if component.start is not None:
                 await component.start()
+        # What exists now lives as long as the process: the cyclic GC need not walk it again. Requests make
+        # many short-lived, acyclic objects that reference counting frees; a collection per 700 allocations
+        # (the default) cost a fifth of the CPU of a bulk request, so collect far less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 20, 20)
         log.info("started", extra={"components": ",".join(c.name for c in components)})
 
     async def close(self, components: Sequence[Component]) -> None:
