@@ -570,10 +570,12 @@ def run_webhooks(args: argparse.Namespace, key: str) -> dict[str, Any]:
     dead = webhooks.start_receiver(free_port(), hang=True)
     isolated = webhooks.start_receiver(free_port())
     try:
+        caught_up_s = run_async(webhooks.webhooks_caught_up(args.url, args.bulk_drain_timeout))
         out = {
+            "waited_for_webhooks_consumer_s": caught_up_s,
             "throughput": run_async(
                 webhooks.throughput(args.url, key, healthy, args.webhook_events, args.bulk_drain_timeout)
-            )
+            ),
         }
         out["isolation"] = run_async(
             webhooks.isolation(args.url, key, isolated, dead, args.webhook_rate, args.webhook_duration)

@@ -187,6 +187,28 @@ async def wait_for(receiver: ReceiverProcess, count: int, timeout_s: float) -> l
         await asyncio.sleep(0.5)
 
 
+async def webhooks_caught_up(url: str, timeout_s: float) -> float:
+    """Wait until the webhooks consumer group has no lag (earlier phases' events are all matched), so its
+    backlog does not count against this phase; the seconds waited."""
+    host, port = url.split("//", 1)[1].split(":")
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        connection = loadgen.HttpConnection(host, int(port))
+        try:
+            _, body = await connection.exchange(loadgen.build_request(host, int(port), "/metrics", {}, b"", "GET"))
+        finally:
+            connection.close()
+        lag = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines()
+            if line.startswith("triggers_consumer_lag_records{") and '-webhooks"' in line
+        )
+        if lag == 0:
+            break
+        await asyncio.sleep(0.5)
+    return round(time.monotonic() - started, 2)
+
+
 def _pct(values: list[float], pct: float) -> float | None:
     if not values:
         return None

@@ -230,14 +230,18 @@ class BatchConsumer(Generic[T]):
         topic: str,
         decode: Callable[[bytes], T],
         handle: Callable[[list[tuple[ConsumerRecord[Any, Any], T]]], Awaitable[Rejected]],
+        select: Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[list[ConsumerRecord[Any, Any]]]] | None = None,
         max_records: int = 1000,
     ) -> None:
+        """``select``, if given, picks the records of a batch worth decoding and handling (e.g. by key); the
+        others are only committed."""
         self.group = group
         self._settings = settings
         self._producer = producer
         self._topic = topic
         self._decode = decode
         self._handle = handle
+        self._select = select
         self._max_records = max_records
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -291,12 +295,20 @@ class BatchConsumer(Generic[T]):
         started = time.perf_counter()
         good: list[tuple[ConsumerRecord[Any, Any], T]] = []
         poison: list[tuple[ConsumerRecord[Any, Any], str]] = []
-        for records in batches.values():
-            for record in records:
-                try:
-                    good.append((record, self._decode(record.value)))
-                except Exception as exc:
-                    poison.append((record, f"{type(exc).__name__}: {exc}"))
+        fetched = [record for records in batches.values() for record in records]
+        if self._select is not None:
+            select, chosen = self._select, list[ConsumerRecord[Any, Any]]()
+
+            async def pick() -> None:
+                chosen[:] = await select(fetched)
+
+            await self._retrying(pick, "select")
+            fetched = chosen
+        for record in fetched:
+            try:
+                good.append((record, self._decode(record.value)))
+            except Exception as exc:
+                poison.append((record, f"{type(exc).__name__}: {exc}"))
         if good:
             rejected: Rejected = []
 

@@ -25,7 +25,7 @@ from triggers_common.batching import Coalescer
 from triggers_common.db import Listener
 from triggers_common.jobs import Periodic
 from triggers_common.kafka import BatchConsumer, Rejected
-from triggers_common.models import NULL, EventRecord, event_record_decoder, parse_timestamp
+from triggers_common.models import NULL, EventRecord, event_record_decoder
 from triggers_common.runtime import Runtime
 
 from triggers_webhooks import signing, store
@@ -84,6 +84,8 @@ class Subscriptions:
         self._rt = rt
         self._by_id: dict[uuid.UUID, store.Subscription] = {}
         self._by_tenant: dict[str, list[store.Subscription]] = {}
+        self.tenant_keys: frozenset[bytes] = frozenset()
+        """Kafka record keys (tenant ids) of the tenants with an active subscription."""
         self._read_at = datetime.min.replace(tzinfo=UTC)
         self._listener = Listener(rt.settings.database_url, store.CHANGES_CHANNEL, self._changed)
         self._refresh = Periodic("webhook-index", INDEX_REFRESH_S, self.load)
@@ -120,6 +122,7 @@ class Subscriptions:
         for subscription in self._by_id.values():
             by_tenant[subscription.tenant_id].append(subscription)
         self._by_tenant, self._read_at = dict(by_tenant), read_at
+        self.tenant_keys = frozenset(tenant.encode() for tenant in by_tenant)
 
     def _changed(self, _payload: str | None) -> None:
         asyncio.get_running_loop().create_task(self.load()).add_done_callback(_log_failure)
@@ -167,8 +170,13 @@ def create_consumer(
 ) -> BatchConsumer[EventRecord]:
     """The consumer group that turns events into deliveries; ``scheduled`` is called after it made some."""
 
+    async def subscribed(records: list[ConsumerRecord[Any, Any]]) -> list[ConsumerRecord[Any, Any]]:
+        """The records of tenants with a subscription (the key is the tenant id): only those are decoded. A
+        record's timestamp is taken after its event's creation, so the index is fresh enough for each."""
+        await subscriptions.ensure_fresh(datetime.fromtimestamp(max(r.timestamp for r in records) / 1000, UTC))
+        return [r for r in records if r.key in subscriptions.tenant_keys]
+
     async def schedule(batch: list[tuple[ConsumerRecord[Any, Any], EventRecord]]) -> Rejected:
-        await subscriptions.ensure_fresh(max(parse_timestamp(event.created_at) for _, event in batch))
         rows = [
             row
             for _, event in batch
@@ -186,6 +194,7 @@ def create_consumer(
         topic=rt.settings.events_topic,
         decode=event_record_decoder.decode,
         handle=schedule,
+        select=subscribed,
         max_records=rt.settings.inbox_batch_max,
     )
 
