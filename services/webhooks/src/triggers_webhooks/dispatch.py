@@ -395,7 +395,9 @@ class Dispatcher:
         return _Result(outcome, delivery.webhook_id, False)
 
     async def _write_results(self, results: list[_Result]) -> list[None]:
-        await store.record_outcomes(self._rt.pool, [r.outcome for r in results])
+        # Without waiting for the disk: an outcome lost in a database crash leaves its delivery claimed, and it
+        # is sent again (same webhook-id) once the hold lapses, which at-least-once delivery allows.
+        await store.record_outcomes(self._rt.relaxed_pool, [r.outcome for r in results])
         succeeded = {r.webhook_id for r in results if r.reached}
         failed = {r.webhook_id for r in results if r.reached is False} - succeeded
         await store.webhooks_health(self._rt.pool, list(succeeded), list(failed), self._disable_after)
