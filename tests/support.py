@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_KEY = "test-api-key-12345"
@@ -55,6 +55,31 @@ async def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], boo
     finally:
         await consumer.stop()
     return records
+
+
+async def consumed(bootstrap: str, topic: str, group: str, timeout: float = 30.0) -> None:
+    """Wait until consumer group ``group`` has committed everything on ``topic`` so far, i.e. handled it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)  # every partition
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await reader.start()
+    await admin.start()
+    try:
+        ends: dict[TopicPartition, int] = await reader.end_offsets(list(reader.assignment()))
+
+        async def caught_up() -> bool:
+            # Events are produced in transactions: a partition's log ends with a commit marker, which takes an
+            # offset of its own but is no record, so a group that handled everything commits end - 1.
+            committed = await admin.list_consumer_group_offsets(group)
+            return all(
+                committed.get(tp) is not None and committed[tp].offset >= end - 1 for tp, end in ends.items() if end
+            )
+
+        await wait_until(caught_up, timeout=timeout, what=f"group {group} to handle {topic}")
+    finally:
+        await reader.stop()
+        await admin.close()
 
 
 def free_port() -> int:

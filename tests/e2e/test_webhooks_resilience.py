@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from triggers_common.auth import create_key
 from triggers_common.db import Pool
 
-from tests.support import Receiver, Server, event, wait_until
+from tests.support import Receiver, Server, consumed, event, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -145,7 +145,7 @@ async def replay(client: httpx.AsyncClient, key: str, webhook_id: str, since: st
 
 
 async def test_a_replay_resends_a_time_range_including_the_days_the_webhook_was_disabled(
-    client: httpx.AsyncClient, tenant_key: str, pool: Pool
+    client: httpx.AsyncClient, tenant_key: str, pool: Pool, test_env: dict[str, str]
 ) -> None:
     async with pool.acquire() as conn:
         other = (await create_key(conn, f"t-{uuid.uuid4().hex[:12]}")).key
@@ -170,6 +170,12 @@ async def test_a_replay_resends_a_time_range_including_the_days_the_webhook_was_
         )
         gone = await client.delete(f"/v1/events/{deleted['event_id']}", headers=auth(tenant_key))
         assert gone.status_code == 200, gone.text
+        # The webhook is enabled again only once these events went past it: else they would go live.
+        await consumed(
+            test_env["TRIGGERS_KAFKA_BOOTSTRAP"],
+            test_env["TRIGGERS_EVENTS_TOPIC"],
+            f"{test_env['TRIGGERS_CONSUMER_GROUP_PREFIX']}-webhooks",
+        )
         await post_events(client, other, [event(event_type="order.paid")])  # another tenant's, in the range
         until = (datetime.fromisoformat(deleted["created_at"]) + timedelta(milliseconds=1)).isoformat()
 
