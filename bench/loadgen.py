@@ -12,10 +12,18 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 RequestBody = Callable[[int], bytes]
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence, or None if empty."""
+    if not sorted_values:
+        return None
+    rank = max(int(-(-pct * len(sorted_values) // 100)), 1)
+    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @dataclass
@@ -118,6 +126,17 @@ async def _read_chunks(reader: asyncio.StreamReader) -> bytes:
                 pass
             return b"".join(parts)
         parts.append((await reader.readexactly(size + 2))[:-2])
+
+
+async def request_once(
+    host: str, port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, bytes]:
+    """One request on a connection of its own: the response's status code and body."""
+    connection = HttpConnection(host, port)
+    try:
+        return await connection.exchange(build_request(host, port, path, headers, body, method=method))
+    finally:
+        connection.close()
 
 
 def build_request(host: str, port: int, path: str, headers: dict[str, str], body: bytes, method: str = "POST") -> bytes:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bench import inbox, inbox_scale, loadgen, saturation, webhooks
+from bench.loadgen import percentile
 
 T = TypeVar("T")
 
@@ -201,14 +202,6 @@ def create_tenant_key(tenant: str) -> str:
 def event_body(source: str, seq: int) -> bytes:
     """A ~200-byte order event; ``seq`` makes each one different."""
     return _EVENT_BODY.format(source=source, seq=seq).encode()
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence, or None if empty."""
-    if not sorted_values:
-        return None
-    rank = max(int(-(-pct * len(sorted_values) // 100)), 1)
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import loadgen
 
@@ -92,6 +92,12 @@ def receive(argv: Sequence[str]) -> None:
 # --- the harness side -----------------------------------------------------------------------------------
 
 
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port
+
+
 @dataclass
 class ReceiverProcess:
     port: int
@@ -102,12 +108,7 @@ class ReceiverProcess:
         return f"http://127.0.0.1:{self.port}/hook"
 
     async def arrivals(self) -> list[tuple[float, int]]:
-        connection = loadgen.HttpConnection("127.0.0.1", self.port)
-        try:
-            request = loadgen.build_request("127.0.0.1", self.port, "/stats", {}, b"", method="GET")
-            status, body = await connection.exchange(request)
-        finally:
-            connection.close()
+        status, body = await loadgen.request_once("127.0.0.1", self.port, "GET", "/stats", {})
         if status != 200:
             raise RuntimeError(f"receiver stats answered {status}")
         return [(float(at), int(created)) for at, created in json.loads(body)]
@@ -128,15 +129,8 @@ def start_receiver(port: int, hang: bool = False) -> ReceiverProcess:
 
 
 async def _call(url: str, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    host, port = url.split("//", 1)[1].split(":")
-    connection = loadgen.HttpConnection(host, int(port))
-    try:
-        raw = json.dumps(body).encode() if body is not None else b""
-        status, answer = await connection.exchange(
-            loadgen.build_request(host, int(port), path, {"X-API-Key": key}, raw, method=method)
-        )
-    finally:
-        connection.close()
+    raw = json.dumps(body).encode() if body is not None else b""
+    status, answer = await loadgen.request_once(*_address(url), method, path, {"X-API-Key": key}, raw)
     return status, json.loads(answer) if answer else None
 
 
@@ -157,16 +151,16 @@ def _event(source: str, seq: int) -> dict[str, Any]:
 
 async def ingest_bulk(url: str, key: str, source: str, events: int, batch: int = 500) -> None:
     """``events`` events in bulk requests of ``batch``, four requests at a time."""
-    host, port = url.split("//", 1)[1].split(":")
+    host, port = _address(url)
     requests = []
     for start in range(0, events, batch):
         items = [_event(source, seq) for seq in range(start, min(start + batch, events))]
         body = json.dumps({"items": items}).encode()
-        requests.append(loadgen.build_request(host, int(port), "/v1/events/bulk", {"X-API-Key": key}, body))
+        requests.append(loadgen.build_request(host, port, "/v1/events/bulk", {"X-API-Key": key}, body))
     queue = list(reversed(requests))
 
     async def worker() -> None:
-        connection = loadgen.HttpConnection(host, int(port))
+        connection = loadgen.HttpConnection(host, port)
         try:
             while queue:
                 status = await connection.send(queue.pop())
@@ -190,14 +184,9 @@ async def wait_for(receiver: ReceiverProcess, count: int, timeout_s: float) -> l
 async def webhooks_caught_up(url: str, timeout_s: float) -> float:
     """Wait until the webhooks consumer group has no lag (earlier phases' events are all matched), so its
     backlog does not count against this phase; the seconds waited."""
-    host, port = url.split("//", 1)[1].split(":")
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        connection = loadgen.HttpConnection(host, int(port))
-        try:
-            _, body = await connection.exchange(loadgen.build_request(host, int(port), "/metrics", {}, b"", "GET"))
-        finally:
-            connection.close()
+        _, body = await loadgen.request_once(*_address(url), "GET", "/metrics", {})
         lag = sum(
             float(line.rsplit(" ", 1)[1])
             for line in body.decode().splitlines()
@@ -210,11 +199,8 @@ async def webhooks_caught_up(url: str, timeout_s: float) -> float:
 
 
 def _pct(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(math.ceil(pct / 100 * len(ordered)), 1)  # nearest rank
-    return round(ordered[min(rank, len(ordered)) - 1], 1)
+    found = loadgen.percentile(sorted(values), pct)
+    return None if found is None else round(found, 1)
 
 
 async def throughput(url: str, key: str, receiver: ReceiverProcess, events: int, timeout_s: float) -> dict[str, Any]:
@@ -246,11 +232,11 @@ async def _latency_at_rate(
     url: str, key: str, receiver: ReceiverProcess, source: str, rate: float, duration_s: float
 ) -> dict[str, Any]:
     """Events at ``rate`` for ``duration_s``; the receiver's event->delivery latencies of this run."""
-    host, port = url.split("//", 1)[1].split(":")
+    host, port = _address(url)
     before = len(await receiver.arrivals())
     result = await loadgen.run_fixed_rate(
         host=host,
-        port=int(port),
+        port=port,
         path="/v1/events",
         headers={"X-API-Key": key},
         body=lambda seq: json.dumps(_event(source, seq)).encode(),
