@@ -14,6 +14,13 @@ from typing import TypeVar
 import msgspec
 
 from triggers_common.errors import InvalidParameter
+from triggers_common.openapi import Param
+
+PAGE_PARAMS = (
+    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1, "maximum": 100}),
+    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+)
+"""The query parameters of every cursor-paged list, for its OpenAPI description."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAC_BYTES = 16
@@ -36,6 +43,11 @@ def encode_cursor(secret: bytes, tenant_id: str, created_at: datetime, event_id:
     micros = (created_at - _EPOCH) // timedelta(microseconds=1)
     body = msgspec.json.encode([micros, event_id.hex])
     return f"{_b64(body)}.{_b64(_mac(secret, tenant_id, body))}"
+
+
+def page_after(secret: bytes, tenant_id: str, cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The position a page starts after: none without a cursor, else what :func:`decode_cursor` says."""
+    return decode_cursor(secret, tenant_id, cursor) if cursor else None
 
 
 def decode_cursor(secret: bytes, tenant_id: str, cursor: str) -> tuple[datetime, uuid.UUID]:

@@ -22,11 +22,11 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
+from triggers_common.cursor import PAGE_PARAMS, Pagination, page_after, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, NotFound, TriggersError
 from triggers_common.http import decode_body, encode, json_response, request_id, require_json, uuid_param
 from triggers_common.models import format_timestamp
-from triggers_common.openapi import Doc, Param
+from triggers_common.openapi import Doc
 from triggers_common.runtime import Runtime
 
 from triggers_inbox import store
@@ -279,15 +279,7 @@ def build_lease_routes(
         summary="Quarantined events of the caller's tenant (leased too often without an ack), oldest first",
         opt={
             "doc": Doc(
-                params=(
-                    Param(
-                        "limit",
-                        "query",
-                        "Page size, 1..100 (default 50)",
-                        {"type": "integer", "minimum": 1, "maximum": 100},
-                    ),
-                    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
-                ),
+                params=(*PAGE_PARAMS,),
                 response=QuarantinePage,
                 errors=(422,),
             )
@@ -296,8 +288,7 @@ def build_lease_routes(
     async def list_quarantine(request: Request[Any, Any, Any]) -> Response[bytes]:
         principal = await caller(request)
         limit = page_limit(request.query_params.get("limit"))
-        cursor = request.query_params.get("cursor")
-        after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
+        after = page_after(settings.cursor_secret, principal.tenant_id, request.query_params.get("cursor"))
         rows = await store.list_quarantined(rt.pool, principal.tenant_id, after, limit + 1)
         rows, next_cursor = page_of(rows, limit, settings.cursor_secret, principal.tenant_id, event_position)
         events = [

@@ -15,7 +15,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Histogram
 from triggers_common.auth import Principal
-from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
+from triggers_common.cursor import PAGE_PARAMS, Pagination, page_after, page_limit, page_of
 from triggers_common.errors import BulkFailure, Conflict, InvalidParameter, NotFound, TriggersError, ValidationFailed
 from triggers_common.http import encode, json_response, request_id, require_json, uuid_param
 from triggers_common.models import PRIORITIES, format_timestamp, utc_now, uuid7_time
@@ -111,8 +111,7 @@ _DELETED = "Event deleted successfully"
 
 
 INBOX_QUERY = (
-    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1, "maximum": 100}),
-    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+    *PAGE_PARAMS,
     Param("source", "query", "Only events from this source", {"type": "string", "minLength": 1, "maxLength": 100}),
     Param("event_type", "query", "Only events of this type", {"type": "string", "minLength": 1, "maxLength": 100}),
     Param("priority", "query", "Only events of this priority (no priority is normal)", {"enum": list(PRIORITIES)}),
@@ -315,8 +314,7 @@ def build_routes(rt: Runtime, arrivals: Arrivals) -> list[ControllerRouterHandle
         limit = page_limit(params.get("limit"))
         where = inbox_filter(params)
         wait = _wait_seconds(params.get("wait"))
-        cursor = params.get("cursor")
-        after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
+        after = page_after(settings.cursor_secret, principal.tenant_id, params.get("cursor"))
         deadline = time.monotonic() + wait
         while True:
             arrived = arrivals.current(principal.tenant_id)

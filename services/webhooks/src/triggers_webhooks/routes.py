@@ -14,7 +14,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.types import ControllerRouterHandler
 from triggers_common.auth import Principal
-from triggers_common.cursor import Pagination, decode_cursor, page_limit, page_of
+from triggers_common.cursor import PAGE_PARAMS, Pagination, page_after, page_limit, page_of
 from triggers_common.errors import Conflict, InvalidParameter, NotFound, ValidationFailed
 from triggers_common.http import decode_body, encode, json_response, request_id, uuid_param
 from triggers_common.models import NULL, format_timestamp, new_event_id
@@ -265,8 +265,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         opt={
             "doc": Doc(
                 params=(
-                    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1}),
-                    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+                    *PAGE_PARAMS,
                     Param("is_active", "query", "Only active (true) or disabled (false) webhooks", {"type": "boolean"}),
                 ),
                 response=WebhookPage,
@@ -279,8 +278,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         params = request.query_params
         limit = page_limit(params.get("limit"))
         active = _is_active(params.get("is_active"))
-        cursor = params.get("cursor")
-        after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
+        after = page_after(settings.cursor_secret, principal.tenant_id, params.get("cursor"))
         hooks = await store.list_webhooks(rt.pool, principal.tenant_id, active, after, limit + 1)
         hooks, next_cursor = page_of(
             hooks, limit, settings.cursor_secret, principal.tenant_id, lambda h: (h.created_at, h.webhook_id)
@@ -415,8 +413,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
         opt={
             "doc": Doc(
                 params=(
-                    Param("limit", "query", "Page size, 1..100 (default 50)", {"type": "integer", "minimum": 1}),
-                    Param("cursor", "query", "next_cursor of the previous page (opaque; a tampered one is 422)"),
+                    *PAGE_PARAMS,
                     Param("status", "query", "Only pending, succeeded or failed deliveries", {"enum": list(_STATUSES)}),
                     Param("event_id", "query", "Only the delivery of this event", {"type": "string", "format": "uuid"}),
                 ),
@@ -435,8 +432,7 @@ def build_routes(rt: Runtime, client: DeliveryClient) -> list[ControllerRouterHa
             raise InvalidParameter.field("query.status", "Must be one of pending, succeeded, failed")
         raw_event_id = params.get("event_id")
         event_id = uuid_param(raw_event_id, "query.event_id") if raw_event_id is not None else None
-        cursor = params.get("cursor")
-        after = decode_cursor(settings.cursor_secret, principal.tenant_id, cursor) if cursor else None
+        after = page_after(settings.cursor_secret, principal.tenant_id, params.get("cursor"))
         if await store.get_webhook(rt.pool, principal.tenant_id, wid) is None:
             raise missing(wid)
         rows = await store.list_deliveries(rt.pool, principal.tenant_id, wid, status, event_id, after, limit + 1)
