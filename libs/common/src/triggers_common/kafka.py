@@ -246,6 +246,7 @@ class BatchConsumer(Generic[T]):
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
         self._batch_records = BATCH_RECORDS.labels(group)
         self._batch_seconds = BATCH_SECONDS.labels(group)
         self._deadlettered = DEADLETTERED.labels(group)
@@ -291,8 +292,16 @@ class BatchConsumer(Generic[T]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    async def start(self) -> None:
+        """Consume in a task of its own (:meth:`run_forever`) until :meth:`stop`."""
+        self._task = asyncio.create_task(self.run_forever(), name=f"consumer-{self.group}")
+
     async def stop(self) -> None:
+        """Stop consuming; wait (at most 15 s) for the batch in hand to be handled and committed."""
         self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 15)
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         started = time.perf_counter()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from importlib.resources import files
 
 from triggers_common.http import Component, register_collector, unregister_collector
@@ -24,12 +22,10 @@ def create_component(rt: Runtime) -> Component:
     relay = StatusRelay(rt)
     gauges = InboxGauges(rt)
     jobs: list[StatusRelay | Periodic] = [relay, retention_job(rt), gauges.job]
-    task: asyncio.Task[None] | None = None
 
     async def start() -> None:
-        nonlocal task
         await arrivals.start()
-        task = asyncio.create_task(consumer.run_forever(), name="inbox-consumer")
+        await consumer.start()
         for job in jobs:
             await job.start()
         register_collector(gauges)
@@ -39,9 +35,6 @@ def create_component(rt: Runtime) -> Component:
         for job in reversed(jobs):
             await job.stop()
         await consumer.stop()
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
         await arrivals.stop()
 
     return Component(

@@ -4,8 +4,6 @@ worker that runs replays of a time range."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from importlib.resources import files
 
 from triggers_common.http import Component
@@ -23,13 +21,11 @@ def create_component(rt: Runtime) -> Component:
     dispatcher = Dispatcher(rt, client)
     consumer = create_consumer(rt, subscriptions, dispatcher.wake)
     replays = Replays(rt)
-    task: asyncio.Task[None] | None = None
 
     async def start() -> None:
-        nonlocal task
         await client.start()
         await subscriptions.start()  # loaded before the first event is consumed
-        task = asyncio.create_task(consumer.run_forever(), name="webhooks-consumer")
+        await consumer.start()
         await dispatcher.start()
         await replays.start()
 
@@ -37,9 +33,6 @@ def create_component(rt: Runtime) -> Component:
         await replays.stop()
         await dispatcher.stop()
         await consumer.stop()
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
         await subscriptions.stop()
         await client.stop()
 
