@@ -183,7 +183,7 @@ def create_consumer(
             for row in delivery_rows(event, subscriptions.matching(event.tenant_id, event.event_type, event.source))
         ]
         if rows:
-            await store.insert_deliveries(rt.pool, rows)
+            await store.schedule_deliveries(rt.pool, rows)
             scheduled()
         return []
 

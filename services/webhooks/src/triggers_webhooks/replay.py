@@ -118,7 +118,7 @@ class Replays:
                 if rows:  # a deleted event is gone from replays too
                     deleted = await store.deleted_events(pool, replay.tenant_id, [r.event_id for r in rows])
                     rows = [r for r in rows if r.event_id not in deleted]
-                scheduled = await store.reschedule_deliveries(pool, rows) if rows else 0
+                scheduled = await store.schedule_deliveries(pool, rows, again=True) if rows else 0
                 await store.replay_progress(pool, replay.replay_id, positions, scheduled, HOLD)
             await store.finish_replay(pool, replay.replay_id)
             log.info(

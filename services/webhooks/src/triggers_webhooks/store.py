@@ -186,15 +186,26 @@ class NewDelivery(msgspec.Struct, frozen=True):
     body: bytes
 
 
-async def insert_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery]) -> int:
-    """Schedule deliveries, due now; those that exist already (a redelivered record) are left alone."""
+_ON_CONFLICT = {
+    False: "DO NOTHING",
+    True: """DO UPDATE SET status = 'pending', next_attempt_at = now(), updated_at = now()
+             WHERE d.claimed_until IS NULL OR d.claimed_until <= now()""",
+}
+
+
+async def schedule_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery], *, again: bool = False) -> int:
+    """Schedule deliveries, due now (those of a webhook deleted meanwhile are dropped); answers how many.
+
+    A delivery that exists already (a redelivered record) is left alone, unless ``again`` (a replay): then a
+    finished one (succeeded or failed) or one waiting for a retry is due now too, and only one that a
+    dispatcher is sending right now is left to it."""
     rows = sorted({r.delivery_id: r for r in rows}.values(), key=lambda r: r.delivery_id)
     status: str = await pool.execute(
-        """INSERT INTO deliveries (delivery_id, tenant_id, webhook_id, event_id, body)
-           SELECT d.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
-             AS d (delivery_id, tenant_id, webhook_id, event_id, body)
-           JOIN webhooks w USING (webhook_id)
-           ON CONFLICT (delivery_id) DO NOTHING""",
+        f"""INSERT INTO deliveries AS d (delivery_id, tenant_id, webhook_id, event_id, body)
+            SELECT n.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
+              AS n (delivery_id, tenant_id, webhook_id, event_id, body)
+            JOIN webhooks w USING (webhook_id)
+            ON CONFLICT (delivery_id) {_ON_CONFLICT[again]}""",
         [r.delivery_id for r in rows],
         [r.tenant_id for r in rows],
         [r.webhook_id for r in rows],
@@ -434,28 +445,6 @@ async def disable_webhook(pool: asyncpg.Pool, webhook_id: uuid.UUID, reason: str
         reason,
     )
     await notify_changed(pool)
-
-
-async def reschedule_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery]) -> int:
-    """A replay's deliveries, due now: new ones are created, finished ones (succeeded or failed) and those
-    waiting for a retry are due again; one that a dispatcher is sending right now is left to it. Answers
-    how many are now due."""
-    rows = sorted({r.delivery_id: r for r in rows}.values(), key=lambda r: r.delivery_id)
-    status: str = await pool.execute(
-        """INSERT INTO deliveries AS d (delivery_id, tenant_id, webhook_id, event_id, body)
-            SELECT n.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
-              AS n (delivery_id, tenant_id, webhook_id, event_id, body)
-            JOIN webhooks w USING (webhook_id)
-            ON CONFLICT (delivery_id) DO UPDATE
-              SET status = 'pending', next_attempt_at = now(), updated_at = now()
-              WHERE d.claimed_until IS NULL OR d.claimed_until <= now()""",
-        [r.delivery_id for r in rows],
-        [r.tenant_id for r in rows],
-        [r.webhook_id for r in rows],
-        [r.event_id for r in rows],
-        [r.body for r in rows],
-    )
-    return int(status.rsplit(" ", 1)[1])
 
 
 class Replay(msgspec.Struct, frozen=True):
