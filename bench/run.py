@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bench import inbox, inbox_scale, loadgen, saturation, webhooks
+from bench import cpu, inbox, inbox_scale, loadgen, saturation, webhooks
 from bench.loadgen import percentile
 
 T = TypeVar("T")
@@ -263,7 +263,6 @@ def saturate(
     source: str,
     warmup_source: str,
     *,
-    server_pid: int | None = None,
     script: Path = saturation.SCRIPT,
     env: dict[str, str] | None = None,
     threads: int | None = None,
@@ -279,11 +278,9 @@ def saturate(
     warmup = None
     if args.warmup > 0:
         warmup = saturation.run_wrk(url, key, warmup_source, duration_s=args.warmup, **common)
-    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
-    server_before = None if server_pid is None else process_cpu_seconds(server_pid)
+    wrk_before, groups_before = cpu_seconds(resource.RUSAGE_CHILDREN), cpu.snapshot()
     result = saturation.run_wrk(url, key, source, duration_s=duration_s, **common)
-    wrk_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
-    server_after = None if server_pid is None else process_cpu_seconds(server_pid)
+    wrk_cpu, groups_after = cpu_seconds(resource.RUSAGE_CHILDREN) - wrk_before, cpu.snapshot()
     if result.ok == 0:
         raise HarnessError(f"no 201 among {result.requests} responses ({result.statuses})")
     out = {
@@ -300,14 +297,9 @@ def saturate(
         "errors": result.errors,
         "counters": result.counters,
         "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
-        "wrk_cpu_pct": round(100 * wrk_cpu / result.duration_s, 1) if result.duration_s else None,
+        "cpu_us_per_request": cpu.per_request(groups_before, groups_after, wrk_cpu, result.requests),
         "warmup": None if warmup is None else {"requests": warmup.requests, "errors": warmup.errors},
     }
-    if server_pid is not None:
-        used = None if server_before is None or server_after is None else server_after - server_before
-        out["server_cpu_pct"] = (
-            round(100 * used / result.duration_s, 1) if used is not None and result.duration_s else None
-        )
     return out
 
 
@@ -385,16 +377,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (from /proc), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_answers(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
     """Poll ``url`` until it answers 200; fail if ``proc`` exits or ``deadline_s`` passes first."""
     deadline = time.monotonic() + deadline_s
@@ -457,7 +439,7 @@ def run_baseline(args: argparse.Namespace, key: str) -> dict[str, Any]:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_answers(f"{url}/ping", proc, BASELINE_START_TIMEOUT_S)
-            out = saturate(args, url, key, BASELINE_SOURCE, BASELINE_SOURCE, server_pid=proc.pid)
+            out = saturate(args, url, key, BASELINE_SOURCE, BASELINE_SOURCE)
         except Exception as exc:
             stop_process(proc)
             raise HarnessError(f"{exc}; baseline app output:\n{_log_tail(log)}") from exc
@@ -652,6 +634,11 @@ def verdict(passed: bool, errors: int, what: str = "errors") -> str:
     return "PASS" if passed else "FAIL"
 
 
+def cpu_row(phase: dict[str, Any]) -> Row:
+    """Where the machine's CPU went per answered request during a wrk phase (see bench/cpu.py)."""
+    return Row("  CPU per request", cpu.describe(phase["cpu_us_per_request"]))
+
+
 def saturation_rows(sat: dict[str, Any]) -> list[Row]:
     """Table rows of the saturation phase."""
     lat = sat["latency_ms"]
@@ -667,6 +654,7 @@ def saturation_rows(sat: dict[str, Any]) -> list[Row]:
             "  201s / non-201 / socket errors",
             f"{sat['ok']:,} / {sat['non_201']:,} / {sum(sat['socket_errors'].values()):,}",
         ),
+        cpu_row(sat),
     ]
     if sat["statuses"]:
         rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(sat["statuses"].items()))))
@@ -702,6 +690,7 @@ def checks_rows(ck: dict[str, Any]) -> list[Row]:
             "  201s / non-201 / socket errors",
             f"{ck['ok']:,} / {ck['non_201']:,} / {sum(ck['socket_errors'].values()):,}",
         ),
+        cpu_row(ck),
     ]
     if ck["statuses"]:
         rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(ck["statuses"].items()))))
@@ -738,6 +727,7 @@ def bulk_rows(bk: dict[str, Any]) -> list[Row]:
             "  201s / non-201 / socket errors",
             f"{bk['ok']:,} / {bk['non_201']:,} / {sum(bk['socket_errors'].values()):,}",
         ),
+        cpu_row(bk),
     ]
     if bk["statuses"]:
         rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(bk["statuses"].items()))))
@@ -756,8 +746,6 @@ def bulk_rows(bk: dict[str, Any]) -> list[Row]:
 def baseline_rows(base: dict[str, Any]) -> list[Row]:
     """Table rows of the bare Litestar+aiokafka saturation run."""
     lat = base["latency_ms"]
-    cpu = "n/a" if base.get("server_cpu_pct") is None else f"{base['server_cpu_pct']:.0f} %"
-    wrk_cpu = "n/a" if base.get("wrk_cpu_pct") is None else f"{base['wrk_cpu_pct']:.0f} %"
     rows = [
         Row(
             f"{BASELINE_LABEL} throughput (wrk -t{base['threads']} -c{base['connections']})",
@@ -768,7 +756,7 @@ def baseline_rows(base: dict[str, Any]) -> list[Row]:
             "  201s / non-201 / socket errors",
             f"{base['ok']:,} / {base['non_201']:,} / {sum(base['socket_errors'].values()):,}",
         ),
-        Row("  server CPU / wrk CPU", f"{cpu} / {wrk_cpu}"),
+        cpu_row(base),
     ]
     if base["statuses"]:
         rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(base["statuses"].items()))))
