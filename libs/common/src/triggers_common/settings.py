@@ -75,6 +75,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     inbox_stats_interval_s: float = 15.0
     """How often the inbox component refreshes the depth and oldest-pending-age gauges."""
 
+    analytics_dedupe_window_s: float = 8 * 86_400.0
+    """How long the analytics consumers remember a counted event id, so that a redelivered or replayed record
+    counts once. Keep it above the events topic's retention (7 days by default): older records cannot come back.
+    An event's counted acknowledgement and deletion are remembered this long after its inbox retention."""
+    analytics_purge_interval_s: float = 300.0
+    """How often the analytics component forgets event ids older than that window (in batches of 1,000)."""
+
     webhooks_allow_private: bool | None = None
     """Allow webhook URLs that resolve to loopback, private, link-local or metadata addresses (default: only
     in dev mode, so a receiver on 127.0.0.1 works out of the box)."""
