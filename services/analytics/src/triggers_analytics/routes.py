@@ -50,16 +50,14 @@ class Metrics(msgspec.Struct):
     request_id: str
 
 
-class Count(msgspec.Struct):
+class SourceCount(msgspec.Struct):
+    source: str
     count: int
 
 
-class SourceCount(Count):
-    source: str
-
-
-class TypeCount(Count):
+class TypeCount(msgspec.Struct):
     event_type: str
+    count: int
 
 
 class Latency(msgspec.Struct):
@@ -220,8 +218,8 @@ def build_routes(rt: Runtime) -> list[ControllerRouterHandler]:
         total = sum(sources.values())
         body = Summary(
             total_events=total,
-            top_sources=[SourceCount(count=n, source=s) for s, n in sources.most_common(TOP)],
-            top_event_types=[TypeCount(count=n, event_type=t) for t, n in types.most_common(TOP)],
+            top_sources=[SourceCount(s, n) for s, n in sources.most_common(TOP)],
+            top_event_types=[TypeCount(t, n) for t, n in types.most_common(TOP)],
             acknowledged=acknowledged,
             pending=max(total - acknowledged - deleted, 0),
             ack_latency_ms=Latency(latency.get(0.5), latency.get(0.95), latency.get(0.99)),
