@@ -95,3 +95,17 @@ def test_buckets_cover_every_day_or_hour_and_csv_has_one_row_each() -> None:
     assert lines[0] == "date,event_count,source_distribution,event_type_distribution"
     assert lines[2] == '2026-11-25,4,"{""shop"":3,""crm"":1}","{""order.created"":3,""user.created"":1}"'
     assert lines[3] == "" and len(lines) == 4
+
+
+def test_the_purge_bound_splits_uuid7_ids_at_its_moment() -> None:
+    from datetime import timedelta
+
+    from triggers_analytics.app import first_id_of
+    from triggers_common.models import new_event_id
+
+    moment = datetime(2026, 11, 18, 6, 30, tzinfo=UTC)
+    ns = int(moment.timestamp()) * 1_000_000_000
+    before, _ = new_event_id(ns - 1_000_000)  # 1 ms earlier
+    at, _ = new_event_id(ns)
+    after, _ = new_event_id(ns + int(timedelta(days=1).total_seconds() * 1e9))
+    assert before < first_id_of(moment) <= at < after
