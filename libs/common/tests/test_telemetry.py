@@ -33,13 +33,17 @@ def test_off_unless_an_exporter_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tracer_provider_from_env() is None
 
 
-def test_unknown_exporter_or_protocol_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_exporter_protocol_or_ratio_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
     with pytest.raises(ValueError, match="zipkin"):
         tracer_provider_from_env()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(ValueError, match="http/protobuf"):
+        tracer_provider_from_env()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "half")
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER_ARG=half"):
         tracer_provider_from_env()
 
 

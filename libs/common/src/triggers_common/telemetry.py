@@ -27,7 +27,8 @@ from triggers_common.errors import TriggersError
 
 T = TypeVar("T")
 DEFAULT_SAMPLE_RATIO = 0.1
-"""Share of new traces kept when ``OTEL_TRACES_SAMPLER`` is not set; a sampled caller is always followed."""
+"""Share of new traces kept when ``OTEL_TRACES_SAMPLER`` is not set; a caller's ``traceparent`` decides for its
+own trace."""
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -47,7 +48,11 @@ def tracer_provider_from_env(service_name: str = "triggers", version: str = "") 
         return None
     sampler = None  # the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself
     if not env.get("OTEL_TRACES_SAMPLER"):
-        sampler = ParentBased(TraceIdRatioBased(float(env.get("OTEL_TRACES_SAMPLER_ARG") or DEFAULT_SAMPLE_RATIO)))
+        ratio = env.get("OTEL_TRACES_SAMPLER_ARG") or str(DEFAULT_SAMPLE_RATIO)
+        try:
+            sampler = ParentBased(TraceIdRatioBased(float(ratio)))
+        except ValueError:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={ratio} is not a ratio between 0 and 1") from None
     resource = Resource.create({SERVICE_VERSION: version} if version else {})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):  # not named by OTEL_*
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
@@ -71,6 +76,7 @@ def _exporters(env: Mapping[str, str]) -> list[SpanExporter]:
             protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
             if protocol not in (None, "", "http/protobuf"):
                 raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported; use http/protobuf")
+            # Imported only when used: it brings protobuf, which a process without tracing need not load.
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporters.append(OTLPSpanExporter())
