@@ -6,11 +6,13 @@ import os
 from collections.abc import Callable
 
 from litestar import Litestar
+from opentelemetry.sdk.trace import TracerProvider
 from triggers_analytics.app import create_component as analytics
 from triggers_common.http import Component, build_app
 from triggers_common.logs import configure_logging
 from triggers_common.runtime import Runtime
 from triggers_common.settings import Settings, load_settings
+from triggers_common.telemetry import tracer_provider_from_env
 from triggers_inbox.app import create_component as inbox
 from triggers_ingest.app import create_component as ingest
 from triggers_webhooks.app import create_component as webhooks
@@ -30,13 +32,21 @@ def create_app_from_env() -> Litestar:
     return create_app(os.environ.get("TRIGGERS_TARGET", "all"), settings)
 
 
-def create_app(target: str = "all", settings: Settings | None = None) -> Litestar:
-    """The app for one target, or for ``all`` of them side by side."""
+def create_app(
+    target: str = "all", settings: Settings | None = None, tracer_provider: TracerProvider | None = None
+) -> Litestar:
+    """The app for one target, or for ``all`` of them side by side. Its spans go to ``tracer_provider``, by
+    default to what the ``OTEL_*`` variables configure (nothing unless they name an exporter): each process,
+    worker processes included, sets up its own."""
     settings = settings or load_settings()
     names = list(TARGETS) if target == "all" else [target]
     if any(name not in TARGETS for name in names):
         raise ValueError(f"unknown target {target!r}; choose all, {', '.join(TARGETS)}")
-    rt = Runtime(settings)
+    if tracer_provider is None:
+        tracer_provider = tracer_provider_from_env(
+            "triggers" if target == "all" else f"triggers-{target}", settings.version
+        )
+    rt = Runtime(settings, tracer_provider)
     components = [TARGETS[name](rt) for name in names]
 
     async def open_runtime() -> None:

@@ -1,4 +1,5 @@
-"""What one process shares between the components it runs: settings, the pool, the producer, the key cache."""
+"""What one process shares between the components it runs: settings, the pool, the producer, the key cache, the
+tracer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 import asyncpg
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
 from triggers_common.access import Access
 from triggers_common.auth import KeyCache, sync_dev_key
@@ -28,8 +31,11 @@ GC_THRESHOLD = 50_000
 class Runtime:
     """Opened once at start-up (``open``), closed at shutdown; components read its attributes per request."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracer_provider: TracerProvider | None = None) -> None:
+        """``tracer_provider``: where spans go; None turns tracing off (no span is created). Shut down at close."""
         self.settings = settings
+        self._tracer_provider = tracer_provider
+        self.tracer: Tracer | None = tracer_provider.get_tracer("triggers") if tracer_provider else None
         self.producer = Producer(settings)
         self._pool: asyncpg.Pool | None = None
         self._keys: KeyCache | None = None
@@ -104,6 +110,8 @@ class Runtime:
         for pool in (self._pool, self._relaxed_pool, self._query_pool):
             if pool is not None:
                 await asyncio.wait_for(pool.close(), 10)
+        if self._tracer_provider is not None:
+            await asyncio.to_thread(self._tracer_provider.shutdown)  # exports the spans still queued
 
     async def ready(self) -> dict[str, bool]:
         postgres, kafka = await asyncio.gather(ping(self.pool), self.producer.ping())

@@ -9,11 +9,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, post
 from litestar.types import ControllerRouterHandler
+from opentelemetry.trace import Span
 from prometheus_client import Counter, Histogram
 from triggers_common.errors import BulkFailure, PayloadTooLarge, TriggersError, ValidationFailed
 from triggers_common.http import encode, header, json_response, media_type, request_id, require_json
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
+from triggers_common.telemetry import server_span, traceparent_of
 
 from triggers_ingest.publish import Accepted, Publisher
 from triggers_ingest.validation import (
@@ -108,7 +110,8 @@ CLOUDEVENT_HEADERS = tuple(
 
 
 def traceparent(scope: Any) -> bytes:
-    """W3C trace context for the Kafka record: the caller's trace continues, or a new one starts."""
+    """W3C trace context for the Kafka record when tracing is off (no span to name): the caller's trace
+    continues, or a new one starts."""
     incoming = header(scope, b"traceparent")
     span = os.urandom(8).hex()
     if incoming and len(incoming) == 55 and incoming[2] == "-":
@@ -131,6 +134,8 @@ def read_event(scope: Any, body: bytes, max_payload_bytes: int) -> NewEvent:
 
 def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHandler]:
     settings = rt.settings
+    tracer = rt.tracer
+    topic = settings.events_topic
 
     @post(
         "/v1/events",
@@ -155,13 +160,29 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         },
     )
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if tracer is None:
+            return await accept_event(request, traceparent(request.scope), None)
+        with server_span(tracer, "POST", "/v1/events", request.scope) as span:
+            return await accept_event(request, traceparent_of(span), span)
+
+    async def accept_event(request: Request[Any, Any, Any], trace: bytes, span: Span | None) -> Response[bytes]:
+        """``trace`` goes into the record; ``span`` (the request's, if traced) gets the tenant and event."""
         started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
         event = read_event(request.scope, await request.body(), settings.max_payload_bytes)
         event = idempotency_header(header(request.scope, b"idempotency-key"), event)
-        (answer,) = await publisher.publish(principal.tenant_id, [event], traceparent(request.scope))
+        (answer,) = await publisher.publish(principal.tenant_id, [event], trace)
         if isinstance(answer, TriggersError):
             raise answer
+        if span is not None:
+            span.set_attributes(
+                {
+                    "http.response.status_code": 201,
+                    "triggers.tenant_id": principal.tenant_id,
+                    "triggers.event_id": answer.event_id,
+                    "messaging.destination.name": topic,
+                }
+            )
         INGESTED.inc()
         body = AcceptedBody(
             answer.event_id, answer.created_at, "pending", "Event ingested successfully", request_id(request)
@@ -190,6 +211,12 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         },
     )
     async def ingest_bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if tracer is None:
+            return await accept_bulk(request, traceparent(request.scope), None)
+        with server_span(tracer, "POST", "/v1/events/bulk", request.scope) as span:
+            return await accept_bulk(request, traceparent_of(span), span)
+
+    async def accept_bulk(request: Request[Any, Any, Any], trace: bytes, span: Span | None) -> Response[bytes]:
         started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
         require_json(header(request.scope, b"content-type"))
@@ -201,7 +228,7 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
                 valid.append((index, parse_event(bytes(raw), settings.max_payload_bytes, f"body.items.{index}")))
             except (ValidationFailed, PayloadTooLarge) as exc:
                 failed.append(BulkFailure.of(index, exc))
-        answers = await publisher.publish(principal.tenant_id, [e for _, e in valid], traceparent(request.scope))
+        answers = await publisher.publish(principal.tenant_id, [e for _, e in valid], trace)
         successful: list[BulkSuccess] = []
         for (index, _), answer in zip(valid, answers, strict=True):
             if isinstance(answer, Accepted):
@@ -213,6 +240,15 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
             else:
                 failed.append(BulkFailure.of(index, answer))
         failed.sort(key=lambda f: f.index)
+        if span is not None:
+            span.set_attributes(
+                {
+                    "http.response.status_code": 201,
+                    "triggers.tenant_id": principal.tenant_id,
+                    "messaging.destination.name": topic,
+                    "messaging.batch.message_count": len(successful),
+                }
+            )
         INGESTED.inc(len(successful))
         _BULK_SECONDS.observe(time.perf_counter() - started)
         return json_response(encode(BulkBody(successful, failed, request_id(request))), 201)

@@ -63,6 +63,8 @@ class Attempt:
     error: str | None
     latency_ms: float
     retry_after: str | None = None
+    error_type: str | None = None
+    """What kind of error prevented a status code: ``refused``, ``timeout`` or the exception's name."""
 
     @property
     def ok(self) -> bool:
@@ -110,8 +112,10 @@ class DeliveryClient:
                     response.status, None, (time.perf_counter() - started) * 1000, response.headers.get("Retry-After")
                 )
         except guard.Refused as exc:
-            return Attempt(None, f"refused: {exc}", (time.perf_counter() - started) * 1000)
+            return Attempt(None, f"refused: {exc}", (time.perf_counter() - started) * 1000, error_type="refused")
         except TimeoutError:
-            return Attempt(None, f"timeout after {self.timeout_s:g} s", (time.perf_counter() - started) * 1000)
+            elapsed = (time.perf_counter() - started) * 1000
+            return Attempt(None, f"timeout after {self.timeout_s:g} s", elapsed, error_type="timeout")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], (time.perf_counter() - started) * 1000)
+            name = type(exc).__name__
+            return Attempt(None, f"{name}: {exc}"[:500], (time.perf_counter() - started) * 1000, error_type=name)

@@ -17,9 +17,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from triggers_common.batching import Coalescer
 from triggers_common.db import Listener
@@ -27,6 +29,7 @@ from triggers_common.jobs import Periodic
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import NULL, EventRecord, event_record_decoder
 from triggers_common.runtime import Runtime
+from triggers_common.telemetry import kafka_traceparent, record_spans, sampled_parent, traceparent_of, valid_traceparent
 
 from triggers_webhooks import signing, store
 from triggers_webhooks.deliver import Attempt, DeliveryBody, DeliveryClient
@@ -142,10 +145,14 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.warning("subscription index reload failed; the next one is at most 5 s away")
 
 
-def delivery_rows(event: EventRecord, hooks: list[store.Subscription]) -> list[store.NewDelivery]:
-    """One delivery of ``event`` per webhook: its id is derived from both, and its body is what gets signed."""
+def delivery_rows(
+    event: EventRecord, hooks: list[store.Subscription], traceparent: bytes | None = None
+) -> list[store.NewDelivery]:
+    """One delivery of ``event`` per webhook: its id is derived from both, and its body is what gets signed.
+    ``traceparent``, the event's trace context, is kept for the attempts to continue."""
     if not hooks:
         return []
+    trace = valid_traceparent(traceparent)
     body = msgspec.json.encode(
         DeliveryBody(
             event.event_id,
@@ -160,7 +167,9 @@ def delivery_rows(event: EventRecord, hooks: list[store.Subscription]) -> list[s
     )
     event_id = uuid.UUID(event.event_id)
     return [
-        store.NewDelivery(uuid.uuid5(hook.webhook_id, event.event_id), event.tenant_id, hook.webhook_id, event_id, body)
+        store.NewDelivery(
+            uuid.uuid5(hook.webhook_id, event.event_id), event.tenant_id, hook.webhook_id, event_id, body, trace
+        )
         for hook in hooks
     ]
 
@@ -176,22 +185,46 @@ def create_consumer(
         await subscriptions.ensure_fresh(datetime.fromtimestamp(max(r.timestamp for r in records) / 1000, UTC))
         return [r for r in records if r.key in subscriptions.tenant_keys]
 
+    group = f"{rt.settings.consumer_group_prefix}-webhooks"
+    topic = rt.settings.events_topic
+
+    def span_attributes(event: EventRecord) -> dict[str, Any]:
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.consumer.group.name": group,
+            "messaging.message.id": event.event_id,
+            "triggers.event_id": event.event_id,
+            "triggers.tenant_id": event.tenant_id,
+        }
+
     async def schedule(batch: list[tuple[ConsumerRecord[Any, Any], EventRecord]]) -> Rejected:
-        rows = [
-            row
-            for _, event in batch
-            for row in delivery_rows(event, subscriptions.matching(event.tenant_id, event.event_type, event.source))
-        ]
-        if rows:
-            await store.schedule_deliveries(rt.pool, rows)
-            scheduled()
+        # A span for each sampled record: matching it, and the write of the batch's deliveries.
+        with record_spans(rt.tracer, "webhooks schedule", batch, span_attributes) as spans:
+            rows = [
+                row
+                for record, event in batch
+                for row in delivery_rows(
+                    event,
+                    subscriptions.matching(event.tenant_id, event.event_type, event.source),
+                    kafka_traceparent(record.headers),
+                )
+            ]
+            if rows:
+                await store.schedule_deliveries(rt.pool, rows)
+                scheduled()
+            if spans:
+                per_event = Counter_(str(row.event_id) for row in rows)
+                for span, event in spans:
+                    span.set_attribute("triggers.deliveries_scheduled", per_event[event.event_id])
         return []
 
     return BatchConsumer(
         rt.settings,
         rt.producer,
-        group=f"{rt.settings.consumer_group_prefix}-webhooks",
-        topic=rt.settings.events_topic,
+        group=group,
+        topic=topic,
         decode=event_record_decoder.decode,
         handle=schedule,
         select=subscribed,
@@ -271,6 +304,7 @@ class Dispatcher:
         settings = rt.settings
         self._rt = rt
         self._client = client
+        self._tracer = rt.tracer
         self._retries = settings.webhook_retries
         self._concurrency = settings.webhook_concurrency
         self._per_webhook_limit = settings.webhook_endpoint_concurrency
@@ -367,7 +401,7 @@ class Dispatcher:
             return _Result(outcome, delivery.webhook_id, None)
         message_id = f"msg_{delivery.delivery_id.hex}"
         headers = signing.headers(delivery.secrets, message_id, int(time.time()), delivery.body)
-        attempt = await self._client.post(delivery.url, delivery.body, headers)
+        attempt = await self._post(delivery, headers)
         ATTEMPT_SECONDS.observe(attempt.latency_ms / 1000)
         self._breakers.record(delivery.webhook_id, attempt.ok)
         if attempt.ok:
@@ -393,6 +427,44 @@ class Dispatcher:
             attempt.latency_ms,
         )
         return _Result(outcome, delivery.webhook_id, False)
+
+    async def _post(self, delivery: store.Due, headers: dict[str, str]) -> Attempt:
+        """Send one attempt. If the event's trace is sampled, the attempt is a CLIENT span in it, which the
+        receiver's ``traceparent`` names; otherwise the receiver gets the event's ``traceparent`` as it is."""
+        parent = sampled_parent(delivery.traceparent) if self._tracer is not None else None
+        if self._tracer is None or parent is None:
+            if delivery.traceparent is not None:
+                headers["traceparent"] = delivery.traceparent
+            return await self._client.post(delivery.url, delivery.body, headers)
+        url = urlsplit(delivery.url)  # never the whole URL: its path or query may hold the receiver's token
+        span = self._tracer.start_span(
+            "webhook deliver",
+            parent,
+            SpanKind.CLIENT,
+            {
+                "http.request.method": "POST",
+                "url.scheme": url.scheme,
+                "server.address": url.hostname or "",
+                "server.port": url.port or (443 if url.scheme == "https" else 80),
+                "triggers.webhook_id": str(delivery.webhook_id),
+                "triggers.delivery_id": str(delivery.delivery_id),
+                "triggers.event_id": str(delivery.event_id),
+                "triggers.tenant_id": delivery.tenant_id,
+            },
+        )
+        if delivery.attempts:
+            span.set_attribute("http.request.resend_count", delivery.attempts)
+        try:
+            headers["traceparent"] = traceparent_of(span).decode()
+            attempt = await self._client.post(delivery.url, delivery.body, headers)
+            if attempt.status_code is not None:
+                span.set_attribute("http.response.status_code", attempt.status_code)
+            if not attempt.ok:
+                span.set_attribute("error.type", attempt.error_type or str(attempt.status_code))
+                span.set_status(StatusCode.ERROR)
+            return attempt
+        finally:
+            span.end()
 
     async def _write_results(self, results: list[_Result]) -> list[None]:
         # Without waiting for the disk: an outcome lost in a database crash leaves its delivery claimed, and it

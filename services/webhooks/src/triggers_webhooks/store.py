@@ -184,6 +184,7 @@ class NewDelivery(msgspec.Struct, frozen=True):
     webhook_id: uuid.UUID
     event_id: uuid.UUID
     body: bytes
+    traceparent: str | None = None
 
 
 _ON_CONFLICT = {
@@ -201,9 +202,9 @@ async def schedule_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery], *, ag
     dispatcher is sending right now is left to it."""
     rows = sorted({r.delivery_id: r for r in rows}.values(), key=lambda r: r.delivery_id)
     status: str = await pool.execute(
-        f"""INSERT INTO deliveries AS d (delivery_id, tenant_id, webhook_id, event_id, body)
-            SELECT n.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
-              AS n (delivery_id, tenant_id, webhook_id, event_id, body)
+        f"""INSERT INTO deliveries AS d (delivery_id, tenant_id, webhook_id, event_id, body, traceparent)
+            SELECT n.* FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[], $6::text[])
+              AS n (delivery_id, tenant_id, webhook_id, event_id, body, traceparent)
             JOIN webhooks w USING (webhook_id)
             ON CONFLICT (delivery_id) {_ON_CONFLICT[again]}""",
         [r.delivery_id for r in rows],
@@ -211,6 +212,7 @@ async def schedule_deliveries(pool: asyncpg.Pool, rows: list[NewDelivery], *, ag
         [r.webhook_id for r in rows],
         [r.event_id for r in rows],
         [r.body for r in rows],
+        [r.traceparent for r in rows],
     )
     return int(status.rsplit(" ", 1)[1])
 
@@ -224,6 +226,9 @@ class Due(msgspec.Struct, frozen=True):
     webhook_id: uuid.UUID
     body: bytes
     attempts: int
+    tenant_id: str
+    event_id: uuid.UUID
+    traceparent: str | None
     url: str
     secrets: list[str]
     is_active: bool
@@ -258,7 +263,7 @@ async def claim_due(
            taken AS (
              UPDATE deliveries d SET claimed_until = now() + $2::interval
              FROM wanted WHERE d.delivery_id = wanted.delivery_id
-             RETURNING d.delivery_id, d.webhook_id, d.body, d.attempts)
+             RETURNING d.delivery_id, d.webhook_id, d.body, d.attempts, d.tenant_id, d.event_id, d.traceparent)
            SELECT t.*, w.url,
                   array_remove(ARRAY[w.secret, CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END],
                                NULL) AS secrets,
