@@ -164,7 +164,7 @@ async def test_one_trace_from_the_request_to_the_inbox_and_the_webhook(own_env: 
                 if s.attributes is not None and s.attributes.get("triggers.event_id") == event_id
             }
 
-        wanted = {"POST /v1/events", "inbox persist", "webhooks schedule", "webhook deliver"}
+        wanted = {"POST /v1/events", "inbox persist", "analytics count", "webhooks schedule", "webhook deliver"}
 
         async def all_spans() -> bool:
             return all(spans_of(e).keys() >= wanted for e in (continued, started))
@@ -191,6 +191,7 @@ async def test_one_trace_from_the_request_to_the_inbox_and_the_webhook(own_env: 
             assert records[event_id] == f"00-{trace_id}-{ingest_span}-{ingest.context.trace_flags:02x}"
             for name, kind in (
                 ("inbox persist", SpanKind.CONSUMER),
+                ("analytics count", SpanKind.CONSUMER),
                 ("webhooks schedule", SpanKind.CONSUMER),
                 ("webhook deliver", SpanKind.CLIENT),
             ):

@@ -96,6 +96,15 @@ def test_traceparent_continues_or_starts_a_trace() -> None:
     assert continued.startswith(f"00-{trace}-".encode()) and continued.endswith(b"-01")
     fresh = traceparent({"headers": []})
     assert len(fresh) == 55 and fresh != traceparent({"headers": []})
+    for garbage in (
+        f"00-{'Z' * 32}-00f067aa0ba902b7-01",  # not hex
+        f"00-{'0' * 32}-00f067aa0ba902b7-01",  # the all-zero trace id is invalid
+        f"ff-{trace}-00f067aa0ba902b7-01",  # version ff is invalid
+        f"00-{trace.upper()}-00f067aa0ba902b7-01",  # upper case is not allowed
+        f"00_{trace}_00f067aa0ba902b7_01",
+    ):
+        started = traceparent({"headers": [(b"traceparent", garbage.encode())]})
+        assert trace not in started.decode().lower() and started.endswith(b"-00"), garbage  # a new trace
 
 
 def test_bulk_items_report_their_index() -> None:

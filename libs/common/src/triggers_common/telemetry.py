@@ -30,6 +30,8 @@ DEFAULT_SAMPLE_RATIO = 0.1
 """Share of new traces kept when ``OTEL_TRACES_SAMPLER`` is not set; a caller's ``traceparent`` decides for its
 own trace."""
 _PROPAGATOR = TraceContextTextMapPropagator()
+_SAMPLED_FLAG_DIGITS: dict[type, Any] = {bytes: b"13579bdfBDF", str: "13579bdfBDF"}
+"""Last hex digit of a ``traceparent`` whose flags have the sampled bit."""
 
 
 def tracer_provider_from_env(service_name: str = "triggers", version: str = "") -> TracerProvider | None:
@@ -108,6 +110,8 @@ def valid_traceparent(traceparent: bytes | str | None) -> str | None:
 
 def sampled_parent(traceparent: bytes | str | None) -> Context | None:
     """The context a ``traceparent`` names if it is sampled, else None: unsampled work gets no span."""
+    if not traceparent or traceparent[-1] not in _SAMPLED_FLAG_DIGITS[type(traceparent)]:
+        return None  # the sampled bit (the flags' lowest) is off: skip parsing, the common case when sampling
     context = remote_parent(traceparent)
     if context is None or not trace.get_current_span(context).get_span_context().trace_flags.sampled:
         return None

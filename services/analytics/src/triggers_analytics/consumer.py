@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import EventStatusRecord, parse_timestamp, uuid7_time
 from triggers_common.runtime import Runtime
+from triggers_common.telemetry import record_spans
 
 from triggers_analytics import store
 from triggers_analytics.aggregate import Transition, apply_transitions, hour_of
@@ -55,7 +56,24 @@ def decode_transition(value: bytes) -> Transition | None:
 
 
 def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
+    events_group = f"{rt.settings.consumer_group_prefix}-analytics"
+
+    def span_attributes(event: store.CountedEvent) -> dict[str, Any]:
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": rt.settings.events_topic,
+            "messaging.consumer.group.name": events_group,
+            "messaging.message.id": str(event.event_id),
+            "triggers.event_id": str(event.event_id),
+            "triggers.tenant_id": event.tenant_id,
+        }
+
     async def count(batch: list[tuple[ConsumerRecord[Any, Any], store.CountedEvent]]) -> Rejected:
+        with record_spans(rt.tracer, "analytics count", batch, span_attributes):  # sampled records only
+            return await count_batch(batch)
+
+    async def count_batch(batch: list[tuple[ConsumerRecord[Any, Any], store.CountedEvent]]) -> Rejected:
         unique = {event.event_id: event for _, event in batch}
         try:
             async with rt.pool.acquire() as conn, conn.transaction():
@@ -86,7 +104,7 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
         BatchConsumer(
             rt.settings,
             rt.producer,
-            group=f"{prefix}-analytics",
+            group=events_group,
             topic=rt.settings.events_topic,
             decode=decode_event,
             handle=count,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -109,14 +110,18 @@ CLOUDEVENT_HEADERS = tuple(
 )
 
 
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
+_NO_TRACE = "0" * 32
+
+
 def traceparent(scope: Any) -> bytes:
     """W3C trace context for the Kafka record when tracing is off (no span to name): the caller's trace
     continues, or a new one starts."""
     incoming = header(scope, b"traceparent")
     span = os.urandom(8).hex()
-    if incoming and len(incoming) == 55 and incoming[2] == "-":
-        return f"00-{incoming[3:35]}-{span}-{incoming[53:55]}".encode()
-    return f"00-{os.urandom(16).hex()}-{span}-00".encode()
+    if incoming and (valid := _TRACEPARENT.fullmatch(incoming)) and valid[1] != "ff" and valid[2] != _NO_TRACE:
+        return f"00-{valid[2]}-{span}-{valid[3]}".encode()
+    return f"00-{os.urandom(16).hex()}-{span}-00".encode()  # none, or not valid: a new trace starts (W3C)
 
 
 def read_event(scope: Any, body: bytes, max_payload_bytes: int) -> NewEvent:
