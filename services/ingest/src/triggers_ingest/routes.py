@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, post
 from litestar.types import ControllerRouterHandler
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from triggers_common.errors import BulkFailure, PayloadTooLarge, TriggersError, ValidationFailed
 from triggers_common.http import encode, header, json_response, media_type, request_id, require_json
 from triggers_common.openapi import Doc, Param
@@ -27,14 +26,6 @@ from triggers_ingest.validation import (
 )
 
 INGESTED = Counter("triggers_ingest_events_total", "Events accepted (answered 201), replays included")
-INGEST_SECONDS = Histogram(
-    "triggers_ingest_request_seconds",
-    "Ingest request latency, successful requests",
-    ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-_SINGLE_SECONDS = INGEST_SECONDS.labels("single")
-_BULK_SECONDS = INGEST_SECONDS.labels("bulk")
 _REPLAYED = {"Idempotent-Replayed": "true"}
 
 
@@ -155,7 +146,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         },
     )
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[bytes]:
-        started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
         event = read_event(request.scope, await request.body(), settings.max_payload_bytes)
         event = idempotency_header(header(request.scope, b"idempotency-key"), event)
@@ -166,7 +156,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         body = AcceptedBody(
             answer.event_id, answer.created_at, "pending", "Event ingested successfully", request_id(request)
         )
-        _SINGLE_SECONDS.observe(time.perf_counter() - started)
         return json_response(encode(body), 201, _REPLAYED if answer.replayed else None)
 
     @post(
@@ -190,7 +179,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         },
     )
     async def ingest_bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
-        started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
         require_json(header(request.scope, b"content-type"))
         items = parse_bulk(await request.body(), settings.bulk_max_items)
@@ -214,7 +202,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
                 failed.append(BulkFailure.of(index, answer))
         failed.sort(key=lambda f: f.index)
         INGESTED.inc(len(successful))
-        _BULK_SECONDS.observe(time.perf_counter() - started)
         return json_response(encode(BulkBody(successful, failed, request_id(request))), 201)
 
     return [ingest_event, ingest_bulk]
