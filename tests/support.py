@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
+import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -236,3 +238,34 @@ class Receiver:
     async def __aexit__(self, *_: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
+GRAFANA_RANGES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+def dashboard_queries(path: Path) -> list[tuple[str, str]]:
+    """``(panel title, PromQL)`` for every target of a Grafana dashboard, with Grafana's variables replaced
+    by what Grafana would send: its ranges by durations, a template variable by its "All" value."""
+    dashboard = json.loads(path.read_text())
+    values = {f"${v['name']}": v["allValue"] for v in dashboard["templating"]["list"] if v["type"] == "query"}
+    values |= GRAFANA_RANGES
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for name in sorted(values, key=len, reverse=True):  # $__rate_interval before $__range
+                expr = expr.replace(name, values[name])
+            queries.append((panel["title"], expr))
+    return queries
+
+
+def alert_rules() -> list[tuple[str, str, str]]:
+    """``(group, alert, PromQL)`` for every rule in deploy/prometheus/."""
+    return [
+        (group["name"], rule["alert"], rule["expr"])
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    ]

@@ -36,6 +36,7 @@ from triggers_common.errors import (
     ValidationFailed,
 )
 from triggers_common.models import format_timestamp, utc_now
+from triggers_common.request_metrics import RequestTimer
 from triggers_common.settings import Settings
 
 log = logging.getLogger("triggers.http")
@@ -320,10 +321,12 @@ def build_app(
     routes: list[ControllerRouterHandler] = [*health_routes(settings, ready_checks)]
     for component in components:
         routes.extend(component.routes)
-    return Litestar(
+    timer = RequestTimer()
+    app = Litestar(
         route_handlers=routes,
         exception_handlers={Exception: error_response},
-        before_send=[_add_request_id],
+        before_request=timer.start,
+        before_send=[_add_request_id, timer.stop],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         cors_config=CORS,
@@ -337,3 +340,5 @@ def build_app(
         logging_config=None,
         debug=False,
     )
+    timer.bind(app)
+    return app

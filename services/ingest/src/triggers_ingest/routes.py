@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, post
 from litestar.types import ControllerRouterHandler
 from opentelemetry.trace import Span
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from triggers_common.errors import BulkFailure, PayloadTooLarge, TriggersError, ValidationFailed
 from triggers_common.http import encode, header, json_response, media_type, request_id, require_json
 from triggers_common.openapi import Doc, Param
@@ -30,14 +29,6 @@ from triggers_ingest.validation import (
 )
 
 INGESTED = Counter("triggers_ingest_events_total", "Events accepted (answered 201), replays included")
-INGEST_SECONDS = Histogram(
-    "triggers_ingest_request_seconds",
-    "Ingest request latency, successful requests",
-    ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-_SINGLE_SECONDS = INGEST_SECONDS.labels("single")
-_BULK_SECONDS = INGEST_SECONDS.labels("bulk")
 _REPLAYED = {"Idempotent-Replayed": "true"}
 
 
@@ -172,7 +163,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
 
     async def accept_event(request: Request[Any, Any, Any], trace: bytes, span: Span | None) -> Response[bytes]:
         """``trace`` goes into the record; ``span`` (the request's, if traced) gets the tenant and event."""
-        started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
         event = read_event(request.scope, await request.body(), settings.max_payload_bytes)
         event = idempotency_header(header(request.scope, b"idempotency-key"), event)
@@ -192,7 +182,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
         body = AcceptedBody(
             answer.event_id, answer.created_at, "pending", "Event ingested successfully", request_id(request)
         )
-        _SINGLE_SECONDS.observe(time.perf_counter() - started)
         return json_response(encode(body), 201, _REPLAYED if answer.replayed else None)
 
     @post(
@@ -222,7 +211,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
             return await accept_bulk(request, traceparent_of(span), span)
 
     async def accept_bulk(request: Request[Any, Any, Any], trace: bytes, span: Span | None) -> Response[bytes]:
-        started = time.perf_counter()
         principal = await rt.access.check(request, "events:write")
         require_json(header(request.scope, b"content-type"))
         items = parse_bulk(await request.body(), settings.bulk_max_items)
@@ -255,7 +243,6 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
                 }
             )
         INGESTED.inc(len(successful))
-        _BULK_SECONDS.observe(time.perf_counter() - started)
         return json_response(encode(BulkBody(successful, failed, request_id(request))), 201)
 
     return [ingest_event, ingest_bulk]
