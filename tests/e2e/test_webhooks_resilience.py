@@ -78,11 +78,7 @@ async def test_an_open_breaker_holds_deliveries_back_without_using_retries_then_
 
         await wait_until(all_delivered, timeout=40, what="every delivery once the endpoint recovered")
         assert len(receiver.requests) < 40 + 25, "a failing endpoint was not hammered"
-
-        async def closed() -> bool:
-            return await open_breakers(client) == 0
-
-        await wait_until(closed, timeout=10, what="the breaker closed")
+        # (The gauge going back down is a unit test: other tests' dead endpoints keep breakers of their own open.)
 
 
 async def test_a_killed_dispatcher_loses_nothing_and_never_sends_an_attempt_twice_at_once(

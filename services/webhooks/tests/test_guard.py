@@ -97,3 +97,22 @@ def test_a_breaker_opens_after_failures_in_a_row_probes_once_and_backs_off(monke
     breakers.started(hook)
     breakers.record(hook, ok=True)
     assert breakers.held_back() == [] and breakers.limit(hook, 10) == 10, "a successful probe closes it"
+
+
+def test_the_open_breakers_gauge_follows_each_breaker_without_a_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    from triggers_webhooks.dispatch import OPEN_BREAKERS
+
+    now = [1000.0]
+    monkeypatch.setattr("triggers_webhooks.dispatch.time.monotonic", lambda: now[0])
+    breakers, hook = Breakers(failures=2, cooldown_s=10), uuid.uuid4()
+
+    def gauge() -> float:
+        return float(OPEN_BREAKERS._value.get())
+
+    breakers.record(hook, ok=False)
+    breakers.record(hook, ok=False)
+    assert gauge() == 1, "opened"
+    now[0] += 10.5
+    breakers.started(hook)  # the probe
+    breakers.record(hook, ok=True)
+    assert gauge() == 0, "closed by the probe's success, before any further claim"

@@ -53,7 +53,7 @@ OLDEST_DUE = Gauge(
 )
 OPEN_BREAKERS = Gauge(
     "triggers_webhook_open_breakers",
-    "Webhooks whose circuit breaker is not closed (open, or half-open until its probe succeeds)",
+    "Webhooks whose circuit breaker holds their deliveries back (open, or its one probe in flight)",
     multiprocess_mode="livesum",
 )
 QUEUE_STATS_S = 15.0
@@ -254,9 +254,15 @@ class Breakers:
         """Webhooks that may get no attempt now: open, or with their one probe in flight."""
         now = time.monotonic()
         held = [w for w, until in self._open_until.items() if until > now or w in self._probing]
+        OPEN_BREAKERS.set(len(held))
         for webhook_id in [w for w, until in self._open_until.items() if until < now - self.FORGET_AFTER_S]:
             self.record(webhook_id, ok=True)  # half-open for an hour without a probe: deleted, or idle
         return held
+
+    def _report(self) -> None:
+        """The gauge now, not only at the dispatcher's next claim (an idle one may not claim for a while)."""
+        now = time.monotonic()
+        OPEN_BREAKERS.set(sum(1 for w, until in self._open_until.items() if until > now or w in self._probing))
 
     def half_open(self) -> list[uuid.UUID]:
         """Webhooks whose breaker lets one probe through now."""
@@ -274,10 +280,10 @@ class Breakers:
     def record(self, webhook_id: uuid.UUID, ok: bool) -> None:
         if ok:
             self._failures.pop(webhook_id, None)
-            if self._open_until.pop(webhook_id, None) is not None:
-                OPEN_BREAKERS.set(len(self._open_until))
             self._cooldown.pop(webhook_id, None)
             self._probing.discard(webhook_id)
+            if self._open_until.pop(webhook_id, None) is not None:
+                self._report()
         elif webhook_id in self._probing:  # the probe failed
             self._probing.discard(webhook_id)
             self._open(webhook_id, min(self._cooldown[webhook_id] * 2, self.MAX_COOLDOWN_S))
@@ -289,7 +295,7 @@ class Breakers:
     def _open(self, webhook_id: uuid.UUID, cooldown: float) -> None:
         self._cooldown[webhook_id] = cooldown
         self._open_until[webhook_id] = time.monotonic() + cooldown
-        OPEN_BREAKERS.set(len(self._open_until))
+        self._report()
         log.warning("circuit breaker open: no attempts for %.0f s", cooldown, extra={"webhook_id": str(webhook_id)})
 
 
