@@ -11,7 +11,7 @@ help:
 	@echo "make run    - install, start Kafka + Postgres + every service on http://127.0.0.1:8080 (Ctrl-C stops all)"
 	@echo "make test   - install, check, start what the tests need, run every test"
 	@echo "make up     - the same stack in the background; 'make down' stops it"
-	@echo "make check  - ruff (format + lint), mypy, promtool (alert rules)"
+	@echo "make check  - ruff, mypy, promtool (alert rules), offline checks of compose.yaml and deploy/k8s"
 	@echo "make bench  - load the running stack and print/write the numbers (bench/results/)"
 
 $(UV):
@@ -36,6 +36,7 @@ check: install
 	$(VENV)/ruff check .
 	$(VENV)/mypy
 	scripts/prometheus.sh check
+	scripts/check-deploy.sh
 
 fmt: install
 	$(VENV)/ruff format .

@@ -56,7 +56,8 @@ def decode_transition(value: bytes) -> Transition | None:
 
 
 def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
-    events_group = f"{rt.settings.consumer_group_prefix}-analytics"
+    prefix = rt.settings.consumer_group_prefix
+    events_group, status_group = f"{prefix}-analytics", f"{prefix}-analytics-status"
 
     def span_attributes(event: store.CountedEvent) -> dict[str, Any]:
         return {
@@ -99,7 +100,6 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
             await store.save_status_deltas(conn, apply_transitions(known, counted))
         return []
 
-    prefix = rt.settings.consumer_group_prefix
     return [
         BatchConsumer(
             rt.settings,
@@ -112,7 +112,7 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
         BatchConsumer(
             rt.settings,
             rt.producer,
-            group=f"{prefix}-analytics-status",
+            group=status_group,
             topic=rt.settings.status_topic,
             decode=decode_transition,
             handle=transitions,
