@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from triggers_common import metrics_switch
 from triggers_common.errors import (
     ErrorBody,
     ErrorEnvelope,
@@ -250,6 +251,8 @@ def health_routes(
 
     @get("/metrics", tags=["health"], summary="Prometheus metrics", media_type="text/plain")
     async def metrics() -> Response[bytes]:
+        if not metrics_switch.ENABLED:
+            raise NotFound("Metrics are off (TRIGGERS_METRICS=false)")
         return Response(content=generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     document: bytes | None = None
@@ -321,12 +324,12 @@ def build_app(
     routes: list[ControllerRouterHandler] = [*health_routes(settings, ready_checks)]
     for component in components:
         routes.extend(component.routes)
-    timer = RequestTimer()
+    timer = RequestTimer() if metrics_switch.ENABLED else None
     app = Litestar(
         route_handlers=routes,
         exception_handlers={Exception: error_response},
-        before_request=timer.start,
-        before_send=[_add_request_id, timer.stop],
+        before_request=timer.start if timer else None,
+        before_send=[_add_request_id, timer.stop] if timer else [_add_request_id],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         cors_config=CORS,
@@ -340,5 +343,6 @@ def build_app(
         logging_config=None,
         debug=False,
     )
-    timer.bind(app)
+    if timer:
+        timer.bind(app)
     return app
