@@ -133,6 +133,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-fixed-rate", action="store_true", help="skip the fixed-rate phase")
     p.add_argument("--skip-inbox-scale", action="store_true", help="skip the inbox-at-scale phase")
     p.add_argument("--skip-webhooks", action="store_true", help="skip the webhook delivery phase")
+    p.add_argument(
+        "--skip-observability",
+        action="store_true",
+        help="skip the saturation of ingest-only gateways with metrics and tracing on and off",
+    )
     p.add_argument("--webhook-events", type=int, default=30_000, help="events of the delivery-throughput backlog")
     p.add_argument("--webhook-rate", type=float, default=200.0, help="events/s while one endpoint is dead")
     p.add_argument(
@@ -537,6 +542,102 @@ def run_inbox_scale(args: argparse.Namespace, key: str) -> dict[str, Any]:
     return {**seeded, "workers": cmd[-1], "consumer": consumed, "pages": pages, "leases": leases}
 
 
+OBSERVABILITY_SOURCE = "bench-observability"
+OBSERVABILITY_ROUNDS = 2
+
+
+def run_observability(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """What metrics and tracing cost on ingest: the same wrk saturation against ingest-only gateways (``--target
+    ingest``, on the stack's database and topics, as many workers as the stack's) started once per variant and
+    round: as they ship, metrics off, and tracing on exporting OTLP to a stand-in collector at two sampling
+    rates. The variants take turns, ``OBSERVABILITY_ROUNDS`` times, so a drift of the machine hits them all."""
+    sink_port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.otlp_sink", str(sink_port)], cwd=ROOT, stdin=subprocess.DEVNULL
+    )
+    tracing = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+    variants: list[tuple[str, dict[str, str]]] = [
+        ("metrics on, tracing off (the default)", {}),
+        ("metrics off", {"TRIGGERS_METRICS": "false"}),
+        ("tracing on, 10 % of requests sampled (its default)", {**tracing, "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+        ("tracing on, every request sampled", {**tracing, "OTEL_TRACES_SAMPLER_ARG": "1.0"}),
+    ]
+    runs: list[list[dict[str, Any]]] = [[] for _ in variants]
+    try:
+        for round_ in range(OBSERVABILITY_ROUNDS):
+            for number, (label, extra) in enumerate(variants):
+                source = f"{OBSERVABILITY_SOURCE}-{round_}-{number}"
+                runs[number].append(_ingest_gateway_saturation(args, key, label, extra, source))
+    finally:
+        sink.kill()
+        sink.wait()
+    results = []
+    for (label, extra), done in zip(variants, runs, strict=True):
+        cpu_keys = list(dict.fromkeys(k for r in done for k in r["cpu_us_per_request"]))  # in order, once
+        results.append(
+            {
+                "variant": label,
+                "env": extra,
+                "ok_per_s": round(sum(r["ok_per_s"] for r in done) / len(done), 1),
+                "errors": sum(r["errors"] for r in done),
+                "cpu_us_per_request": {
+                    k: round(sum(r["cpu_us_per_request"].get(k, 0) for r in done) / len(done)) for k in cpu_keys
+                },
+                "threads": done[0]["threads"],
+                "connections": done[0]["connections"],
+                "runs": done,
+            }
+        )
+    return {"rounds": OBSERVABILITY_ROUNDS, "variants": results}
+
+
+def _ingest_gateway_saturation(
+    args: argparse.Namespace, key: str, label: str, extra: dict[str, str], source: str
+) -> dict[str, Any]:
+    """Start an ingest-only gateway with ``extra`` in its environment, saturate it, stop it, and wait until the
+    stack's consumers absorbed its events (the next run would share the CPU with that backlog)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}  # tracing off unless asked
+    if not env.get("TRIGGERS_SECRET_KEY"):
+        env.setdefault("TRIGGERS_DEV_MODE", "true")  # like the stack the bench runs against
+    env.update(extra)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "triggers.cli", "run", "--target", "ingest", "--port", str(port)]
+    cmd += ["--workers", os.environ.get("TRIGGERS_WORKERS") or str(os.cpu_count() or 1)]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            wait_until_answers(f"{url}/health/ready", proc, BASELINE_START_TIMEOUT_S)
+            out = saturate(args, url, key, source, f"{source}-warmup")
+        except Exception as exc:
+            raise HarnessError(f"{label}: {exc}; gateway output:\n{_log_tail(log)}") from exc
+        finally:
+            stop_process(proc)
+    run_async(inbox.measure(os.environ["TRIGGERS_DATABASE_URL"], args.tenant, source, out["ok"], args.drain_timeout))
+    return out
+
+
+def observability_rows(ob: dict[str, Any]) -> list[Row]:
+    """Table rows of the observability-overhead phase: each variant against the default."""
+    base = ob["variants"][0]
+    rows = [
+        Row(
+            f"ingest-only gateway (wrk -t{base['threads']} -c{base['connections']}), {base['variant']}",
+            f"{base['ok_per_s']:,.0f} /s",
+            "",
+            verdict(True, base["errors"]),
+        ),
+        cpu_row(base),
+    ]
+    for v in ob["variants"][1:]:
+        change = 100 * (v["ok_per_s"] / base["ok_per_s"] - 1) if base["ok_per_s"] else 0.0
+        rows.append(
+            Row(f"  {v['variant']}", f"{v['ok_per_s']:,.0f} /s ({change:+.1f} %)", "", verdict(True, v["errors"]))
+        )
+        rows.append(Row("    CPU per request", cpu.describe(v["cpu_us_per_request"])))
+    return rows
+
+
 def run_webhooks(args: argparse.Namespace, key: str) -> dict[str, Any]:
     """Delivery throughput of a backlog to a local receiver, then a healthy endpoint's latency while the
     tenant's other webhook points at an endpoint that never answers. Receivers run in processes of their own;
@@ -891,6 +992,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("fixed_rate", run_fixed, fixed_rows),
         ("baseline", run_baseline, baseline_rows),
         ("webhooks", run_webhooks, webhooks_rows),
+        ("observability", run_observability, observability_rows),
         ("inbox_scale", run_inbox_scale, inbox_scale_rows),
     ]
     phases = [phase for phase in phases if not getattr(args, f"skip_{phase[0]}", False)]
@@ -932,6 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bulk",
         "fixed_rate",
         "webhooks",
+        "observability",
         "inbox_scale",
     ):  # a blank line between
         if name in phase_rows:
