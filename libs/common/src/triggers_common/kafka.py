@@ -67,10 +67,15 @@ DEADLETTERED = Counter("triggers_consumer_deadlettered_total", "Records sent to 
 
 async def ensure_topics(settings: Settings, deadline_s: float = 60.0) -> None:
     """Create the contract topics with explicit partition counts; existing topics are left as they are."""
+    replicas = settings.topic_replication
+    configs = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
     wanted = [
-        NewTopic(settings.events_topic, settings.events_partitions, 1),
-        NewTopic(settings.status_topic, settings.status_partitions, 1),
-        NewTopic(settings.deadletter_topic, settings.deadletter_partitions, 1),
+        NewTopic(name, partitions, replicas, topic_configs=configs)
+        for name, partitions in (
+            (settings.events_topic, settings.events_partitions),
+            (settings.status_topic, settings.status_partitions),
+            (settings.deadletter_topic, settings.deadletter_partitions),
+        )
     ]
     admin = await _connect(
         lambda: AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000),

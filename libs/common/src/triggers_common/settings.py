@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_partitions: int = 6
     status_partitions: int = 3
     deadletter_partitions: int = 1
+    topic_replication: int = 1
+    """Replication factor of the topics the services create when they are missing (3 on a production cluster);
+    their ``min.insync.replicas`` is 2 from 3 replicas on, else 1. Existing topics are left as they are."""
     consumer_group_prefix: str = "triggers"
     send_timeout_s: float = 5.0
     """Longest an ingest request waits for the broker's ack before answering 503."""

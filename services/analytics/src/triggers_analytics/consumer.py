@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import EventStatusRecord, parse_timestamp, uuid7_time
 from triggers_common.runtime import Runtime
@@ -32,6 +33,11 @@ class _EventFields(msgspec.Struct):
     event_type: str
 
 
+COUNTED = Counter("triggers_analytics_events_total", "Events counted by analytics, each event once")
+REPEATS = Counter(
+    "triggers_analytics_repeated_records_total",
+    "Event records analytics left out because their event was already counted (redeliveries, re-sends, replays)",
+)
 _decode_event = msgspec.json.Decoder(_EventFields).decode
 _decode_status = msgspec.json.Decoder(EventStatusRecord).decode
 COUNTED_STATUSES = ("acknowledged", "deleted")
@@ -78,7 +84,9 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
         unique = {event.event_id: event for _, event in batch}
         try:
             async with rt.pool.acquire() as conn, conn.transaction():
-                await store.count_events(conn, list(unique.values()))
+                new = await store.count_events(conn, list(unique.values()))
+            COUNTED.inc(new)
+            REPEATS.inc(len(batch) - new)
             return []
         except asyncpg.DataError:  # a value Postgres refuses must not hold back the rest: find it, hand it back
             rejected: Rejected = []
