@@ -9,7 +9,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.support import Server, event
+from tests.support import Server, event, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -87,6 +87,31 @@ async def test_concurrent_requests_on_two_replicas_make_one_event(replicas: list
     for loser in (r for r in responses if r.status_code == 409):
         assert loser.json()["error"]["code"] == "CONFLICT"
         assert loser.json()["error"]["details"]["event_id"] in winners
+
+
+async def test_a_repeat_on_another_replica_gets_the_original_answer(replicas: list[Server], tenant_key: str) -> None:
+    """A finished key is marked done in Postgres a few milliseconds after its 201 (with the other keys finished
+    meanwhile): until then another replica answers 409 "in flight", then the original event, never a new one."""
+    body = msgspec.json.encode(event(payload={"hop": True}, metadata={"idempotency_key": f"hop-{uuid.uuid4()}"}))
+    headers = {"X-API-Key": tenant_key, "Content-Type": "application/json"}
+    first_replica, other = (httpx.AsyncClient(base_url=s.url, timeout=30) for s in replicas)
+    try:
+        first = await first_replica.post("/v1/events", content=body, headers=headers)
+        assert first.status_code == 201
+        answers = []
+
+        async def replayed() -> bool:
+            answer = await other.post("/v1/events", content=body, headers=headers)
+            answers.append(answer)
+            return answer.status_code == 201
+
+        await wait_until(replayed, timeout=5, what="the other replica to answer the repeat")
+    finally:
+        await first_replica.aclose()
+        await other.aclose()
+    assert all(a.status_code == 409 for a in answers[:-1])
+    assert answers[-1].headers["idempotent-replayed"] == "true"
+    assert answers[-1].json()["event_id"] == first.json()["event_id"]
 
 
 async def test_bulk_partial_success(client: httpx.AsyncClient, tenant_key: str) -> None:

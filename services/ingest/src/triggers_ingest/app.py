@@ -26,10 +26,12 @@ def create_component(rt: Runtime) -> Component:
 
     async def start() -> None:
         await publisher.producer.start()
+        await publisher.completions.start()
         await purge.start()
 
     async def stop() -> None:
         await purge.stop()
+        await publisher.completions.stop()
         await publisher.producer.stop()
 
     return Component(
