@@ -72,12 +72,14 @@ def test_date_ranges() -> None:
     start, end = date_range({})
     assert (end - start).days == 6 and end == datetime.now(UTC).date()
     assert date_range({"start_date": "2026-11-20", "end_date": "2026-11-20"}) == (date(2026, 11, 20),) * 2
+    assert date_range({"end_date": "0001-01-03"}) == (date(1, 1, 1), date(1, 1, 3))  # no overflow at the start
     for params in (
         {"start_date": "2026-11-31"},
         {"start_date": "2026-1-01"},
         {"end_date": " 2026-11-01"},
         {"start_date": "2026-11-02", "end_date": "2026-11-01"},
         {"start_date": "2026-10-01", "end_date": "2026-11-01"},  # 32 days
+        {"start_date": "9999-12-31", "end_date": "9999-12-31"},  # the end of the calendar
     ):
         with pytest.raises(ValidationFailed):
             date_range(params)

@@ -30,7 +30,10 @@ async def purge(rt: Runtime) -> dict[str, int]:
     """Forget the event ids no replay can bring back (see ``analytics_dedupe_window_s``); the counts stay."""
     s, now = rt.settings, utc_now()
     counted_before = first_id_of(now - timedelta(seconds=s.analytics_dedupe_window_s))
-    states_before = first_id_of(now - timedelta(seconds=s.analytics_dedupe_window_s + s.inbox_pending_retention_s))
+    # An event's last transition comes at most when the inbox purges it (acked: up to its pending retention
+    # plus its acked retention after creation); the window covers a replay of the status topic after that.
+    last_transition = s.inbox_pending_retention_s + s.inbox_acked_retention_s
+    states_before = first_id_of(now - timedelta(seconds=s.analytics_dedupe_window_s + last_transition))
     removed = {
         "counted": await purge_in_batches(
             lambda: store.purge_counted(rt.pool, counted_before, PURGE_BATCH), PURGE_BATCH

@@ -94,7 +94,9 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
                 for record, event in batch:
                     try:
                         async with conn.transaction():
-                            await store.count_events(conn, [event])
+                            new = await store.count_events(conn, [event])
+                        COUNTED.inc(new)
+                        REPEATS.inc(1 - new)
                     except asyncpg.DataError as exc:
                         rejected.append((record, f"{type(exc).__name__}: {exc}"))
             return rejected

@@ -113,8 +113,11 @@ def date_range(params: Mapping[str, str]) -> tuple[date, date]:
     start = _day(params, "start_date")
     if end is None:
         end = max(utc_now().date(), start or date.min)
+    if end >= date.max:  # the range's end is the next day at midnight
+        raise ValidationFailed.field("query.end_date", "must be before 9999-12-31")
     if start is None:
-        start = end - timedelta(days=DEFAULT_DAYS - 1)
+        back = timedelta(days=DEFAULT_DAYS - 1)
+        start = end - back if end - date.min >= back else date.min
     if start > end:
         raise ValidationFailed.field("query.start_date", "must not be after end_date")
     if (end - start).days + 1 > MAX_DAYS:

@@ -48,11 +48,17 @@ async def count_events(conn: Conn, events: Sequence[CountedEvent]) -> int:
 
 
 async def lock_event_states(conn: Conn, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventState]:
-    """What was already counted for these events, locked until the transaction ends."""
+    """What was already counted for these events, locked until the transaction ends. An event seen for the first
+    time gets its (empty) row first, so that two transactions handling it at once (a partition moving between
+    consumers mid-batch) wait for each other instead of both counting it."""
+    ids = sorted(set(event_ids))
+    await conn.execute(
+        "INSERT INTO analytics_event_status (event_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", ids
+    )
     rows = await conn.fetch(
         """SELECT event_id, acknowledged, deleted FROM analytics_event_status
            WHERE event_id = ANY($1::uuid[]) ORDER BY event_id FOR UPDATE""",
-        sorted(set(event_ids)),
+        ids,
     )
     return {r["event_id"]: EventState(r["acknowledged"], r["deleted"]) for r in rows}
 

@@ -111,7 +111,8 @@ class Completions:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.write()  # what is left, before the process goes
+        with contextlib.suppress(Exception):
+            await self.write()  # what is left, before the process goes
 
     async def write(self) -> None:
         """Mark everything finished so far as done in Postgres; on failure it stays for the next write."""
@@ -120,16 +121,22 @@ class Completions:
             return
         try:
             await store.complete_keys(self._rt.relaxed_pool, batch)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except BaseException:  # failed, or cancelled at shutdown: keep them for the next write
             self._unwritten[:0] = batch[-MAX_UNWRITTEN:]  # beyond that, claims go stale: still safe
-            log.warning("could not mark idempotency keys done; retrying", extra={"error": repr(exc)})
+            raise
 
     async def _loop(self) -> None:
+        delay = COMPLETION_FLUSH_S
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(COMPLETION_FLUSH_S)  # gather what finishes meanwhile into the same statement
-            await self.write()
+            await asyncio.sleep(delay)  # gather what finishes meanwhile into the same statement
+            try:
+                await self.write()
+                delay = COMPLETION_FLUSH_S
+            except Exception as exc:  # Postgres away (or a bug): back off, the claims wait in memory
+                delay = min(max(delay * 2, 0.5), 10.0)
+                log.warning("could not mark idempotency keys done; retrying", extra={"error": repr(exc)})
             if self._unwritten:
                 self._wake.set()
             horizon = time.monotonic() - REMEMBER_DONE_S

@@ -403,6 +403,7 @@ class Dispatcher:
     async def _send(self, delivery: store.Due) -> _Result:
         """Send one attempt; its outcome, to be written."""
         if not delivery.is_active:
+            self._breakers.record(delivery.webhook_id, ok=True)  # no attempt: a probe in flight must not hang on
             OUTCOMES["webhook_disabled"].inc()
             outcome = store.Outcome(delivery.delivery_id, "failed", None, "webhook disabled", None)
             return _Result(outcome, delivery.webhook_id, None)
