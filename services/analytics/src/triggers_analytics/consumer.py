@@ -62,6 +62,8 @@ def decode_transition(value: bytes) -> Transition | None:
 
 
 def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
+    """Analytics may lag by half a second: its fetches wait up to 500 ms for 256 KiB, so under load it reads
+    fewer, bigger batches and takes less CPU from ingest and the inbox on shared cores."""
     prefix = rt.settings.consumer_group_prefix
     events_group, status_group = f"{prefix}-analytics", f"{prefix}-analytics-status"
 
@@ -118,6 +120,8 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
             topic=rt.settings.events_topic,
             decode=decode_event,
             handle=count,
+            max_wait_ms=500,
+            min_bytes=262_144,
         ),
         BatchConsumer(
             rt.settings,
@@ -126,5 +130,7 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
             topic=rt.settings.status_topic,
             decode=decode_transition,
             handle=transitions,
+            max_wait_ms=500,
+            min_bytes=262_144,
         ),
     ]
