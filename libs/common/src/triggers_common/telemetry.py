@@ -158,6 +158,19 @@ def server_span(tracer: Tracer, method: str, route: str, scope: Any) -> Iterator
         span.end()
 
 
+def consumer_span_attributes(topic: str, group: str, event_id: str, tenant_id: str) -> dict[str, Any]:
+    """The attributes of a consumer's span for one event record (OpenTelemetry messaging conventions)."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.consumer.group.name": group,
+        "messaging.message.id": event_id,
+        "triggers.event_id": event_id,
+        "triggers.tenant_id": tenant_id,
+    }
+
+
 @contextlib.contextmanager
 def record_spans(
     tracer: Tracer | None,

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import EventStatusRecord, parse_timestamp, uuid7_time
 from triggers_common.runtime import Runtime
-from triggers_common.telemetry import record_spans
+from triggers_common.telemetry import consumer_span_attributes, record_spans
 
 from triggers_analytics import store
 from triggers_analytics.aggregate import Transition, apply_transitions, hour_of
@@ -68,15 +68,7 @@ def create_consumers(rt: Runtime) -> list[BatchConsumer[Any]]:
     events_group, status_group = f"{prefix}-analytics", f"{prefix}-analytics-status"
 
     def span_attributes(event: store.CountedEvent) -> dict[str, Any]:
-        return {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": rt.settings.events_topic,
-            "messaging.consumer.group.name": events_group,
-            "messaging.message.id": str(event.event_id),
-            "triggers.event_id": str(event.event_id),
-            "triggers.tenant_id": event.tenant_id,
-        }
+        return consumer_span_attributes(rt.settings.events_topic, events_group, str(event.event_id), event.tenant_id)
 
     async def count(batch: list[tuple[ConsumerRecord[Any, Any], store.CountedEvent]]) -> Rejected:
         with record_spans(rt.tracer, "analytics count", batch, span_attributes):  # sampled records only

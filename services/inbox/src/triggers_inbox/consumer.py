@@ -13,7 +13,7 @@ from prometheus_client import Histogram
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import PRIORITIES, event_record_decoder, parse_timestamp
 from triggers_common.runtime import Runtime
-from triggers_common.telemetry import record_spans
+from triggers_common.telemetry import consumer_span_attributes, record_spans
 
 from triggers_inbox.store import NewRow, insert_events
 
@@ -54,15 +54,7 @@ def create_consumer(rt: Runtime) -> BatchConsumer[NewRow]:
     topic = rt.settings.events_topic
 
     def span_attributes(row: NewRow) -> dict[str, Any]:
-        return {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": topic,
-            "messaging.consumer.group.name": group,
-            "messaging.message.id": str(row.event_id),
-            "triggers.event_id": str(row.event_id),
-            "triggers.tenant_id": row.tenant_id,
-        }
+        return consumer_span_attributes(topic, group, str(row.event_id), row.tenant_id)
 
     async def persist(batch: list[tuple[ConsumerRecord[Any, Any], NewRow]]) -> Rejected:
         # A span for each sampled record, timed around the write of the whole batch.

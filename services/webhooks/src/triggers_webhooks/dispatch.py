@@ -29,7 +29,14 @@ from triggers_common.jobs import Periodic
 from triggers_common.kafka import BatchConsumer, Rejected
 from triggers_common.models import NULL, EventRecord, event_record_decoder
 from triggers_common.runtime import Runtime
-from triggers_common.telemetry import kafka_traceparent, record_spans, sampled_parent, traceparent_of, valid_traceparent
+from triggers_common.telemetry import (
+    consumer_span_attributes,
+    kafka_traceparent,
+    record_spans,
+    sampled_parent,
+    traceparent_of,
+    valid_traceparent,
+)
 
 from triggers_webhooks import signing, store
 from triggers_webhooks.deliver import Attempt, DeliveryBody, DeliveryClient
@@ -189,15 +196,7 @@ def create_consumer(
     topic = rt.settings.events_topic
 
     def span_attributes(event: EventRecord) -> dict[str, Any]:
-        return {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": topic,
-            "messaging.consumer.group.name": group,
-            "messaging.message.id": event.event_id,
-            "triggers.event_id": event.event_id,
-            "triggers.tenant_id": event.tenant_id,
-        }
+        return consumer_span_attributes(topic, group, event.event_id, event.tenant_id)
 
     async def schedule(batch: list[tuple[ConsumerRecord[Any, Any], EventRecord]]) -> Rejected:
         # A span for each sampled record: matching it, and the write of the batch's deliveries.
