@@ -36,10 +36,10 @@ async def purge(rt: Runtime) -> dict[str, int]:
     states_before = first_id_of(now - timedelta(seconds=s.analytics_dedupe_window_s + last_transition))
     removed = {
         "counted": await purge_in_batches(
-            lambda: store.purge_counted(rt.pool, counted_before, PURGE_BATCH), PURGE_BATCH
+            lambda: store.purge_before(rt.pool, "analytics_counted", counted_before, PURGE_BATCH), PURGE_BATCH
         ),
         "states": await purge_in_batches(
-            lambda: store.purge_event_states(rt.pool, states_before, PURGE_BATCH), PURGE_BATCH
+            lambda: store.purge_before(rt.pool, "analytics_event_status", states_before, PURGE_BATCH), PURGE_BATCH
         ),
     }
     if any(removed.values()):

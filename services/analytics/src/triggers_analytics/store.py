@@ -167,22 +167,17 @@ async def webhook_outcomes(pool: asyncpg.Pool, tenant_id: str, start: datetime, 
     return int(row[0]), int(row[1]), int(row[2])
 
 
-async def purge_counted(pool: asyncpg.Pool, before: uuid.UUID, limit: int) -> int:
-    """Forget up to ``limit`` counted event ids below ``before`` (the smallest UUIDv7 of the cut-off time)."""
-    status: str = await pool.execute(
-        """DELETE FROM analytics_counted WHERE event_id = ANY(ARRAY(
-             SELECT event_id FROM analytics_counted WHERE event_id < $1 ORDER BY event_id LIMIT $2))""",
-        before,
-        limit,
-    )
-    return int(status.split()[-1])
+PURGED_TABLES = ("analytics_counted", "analytics_event_status")
+"""The tables keyed by event id (UUIDv7, so ``event_id < bound`` selects the events created before a time)."""
 
 
-async def purge_event_states(pool: asyncpg.Pool, before: uuid.UUID, limit: int) -> int:
-    """Forget up to ``limit`` event states of events whose UUIDv7 id is below ``before``."""
+async def purge_before(pool: asyncpg.Pool, table: str, before: uuid.UUID, limit: int) -> int:
+    """Forget up to ``limit`` rows of ``table`` (one of PURGED_TABLES) whose event id is below ``before``, the
+    smallest UUIDv7 of the cut-off time."""
+    assert table in PURGED_TABLES
     status: str = await pool.execute(
-        """DELETE FROM analytics_event_status WHERE event_id = ANY(ARRAY(
-             SELECT event_id FROM analytics_event_status WHERE event_id < $1 ORDER BY event_id LIMIT $2))""",
+        f"""DELETE FROM {table} WHERE event_id = ANY(ARRAY(
+             SELECT event_id FROM {table} WHERE event_id < $1 ORDER BY event_id LIMIT $2))""",
         before,
         limit,
     )
