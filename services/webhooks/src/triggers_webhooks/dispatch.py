@@ -252,16 +252,18 @@ class Breakers:
     def held_back(self) -> list[uuid.UUID]:
         """Webhooks that may get no attempt now: open, or with their one probe in flight."""
         now = time.monotonic()
-        held = [w for w, until in self._open_until.items() if until > now or w in self._probing]
+        held = self._held(now)
         OPEN_BREAKERS.set(len(held))
         for webhook_id in [w for w, until in self._open_until.items() if until < now - self.FORGET_AFTER_S]:
             self.record(webhook_id, ok=True)  # half-open for an hour without a probe: deleted, or idle
         return held
 
+    def _held(self, now: float) -> list[uuid.UUID]:
+        return [w for w, until in self._open_until.items() if until > now or w in self._probing]
+
     def _report(self) -> None:
         """The gauge now, not only at the dispatcher's next claim (an idle one may not claim for a while)."""
-        now = time.monotonic()
-        OPEN_BREAKERS.set(sum(1 for w, until in self._open_until.items() if until > now or w in self._probing))
+        OPEN_BREAKERS.set(len(self._held(time.monotonic())))
 
     def half_open(self) -> list[uuid.UUID]:
         """Webhooks whose breaker lets one probe through now."""
