@@ -382,6 +382,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def triggers_run(target: str, port: int) -> list[str]:
+    """The command of a ``target`` gateway of the phase's own, with as many workers as the stack's."""
+    workers = os.environ.get("TRIGGERS_WORKERS") or str(os.cpu_count() or 1)
+    return [sys.executable, "-m", "triggers.cli", "run", "--target", target, "--port", str(port), "--workers", workers]
+
+
 def wait_until_answers(url: str, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
     """Poll ``url`` until it answers 200; fail if ``proc`` exits or ``deadline_s`` passes first."""
     deadline = time.monotonic() + deadline_s
@@ -521,8 +527,7 @@ def run_inbox_scale(args: argparse.Namespace, key: str) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **stack.env()}
-    cmd = [sys.executable, "-m", "triggers.cli", "run", "--target", "inbox", "--port", str(port)]
-    cmd += ["--workers", os.environ.get("TRIGGERS_WORKERS") or str(os.cpu_count() or 1)]
+    cmd = triggers_run("inbox", port)
     try:
         seeded = run_async(inbox_scale.prepare(stack, args.inbox_events, args.inbox_tenants))
         with tempfile.TemporaryFile() as log:
@@ -602,8 +607,7 @@ def _ingest_gateway_saturation(
     env.update(extra)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "triggers.cli", "run", "--target", "ingest", "--port", str(port)]
-    cmd += ["--workers", os.environ.get("TRIGGERS_WORKERS") or str(os.cpu_count() or 1)]
+    cmd = triggers_run("ingest", port)
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
