@@ -100,8 +100,11 @@ def event(**overrides: Any) -> dict[str, Any]:
 class Server:
     """``triggers run`` as a real process on a free port, with its own log file."""
 
-    def __init__(self, env: Mapping[str, str], target: str = "all", log_dir: Path | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], target: str = "all", log_dir: Path | None = None, workers: int = 1
+    ) -> None:
         self.port = free_port()
+        self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.target = target
         self._env = {**os.environ, **env}
@@ -111,7 +114,10 @@ class Server:
     async def start(self, timeout: float = 60.0) -> Server:
         log = self._log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "triggers", "run", "--target", self.target, "--port", str(self.port)],
+            [
+                *(sys.executable, "-m", "triggers", "run", "--target", self.target),
+                *("--port", str(self.port), "--workers", str(self.workers)),
+            ],
             env=self._env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -20,6 +20,8 @@ from triggers_common.logs import configure_logging
 from triggers_common.runtime import migration_sources
 from triggers_common.settings import load_settings
 
+from triggers.workers import run_workers
+
 
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
@@ -32,30 +34,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"unknown target {args.target!r}", file=sys.stderr)
         return 2
     workers = args.workers or settings.workers
-    if workers > 1:
-        # Several processes share the port and join the same consumer groups; their metrics meet in one folder.
-        os.environ["TRIGGERS_TARGET"] = args.target
-        metrics_dir = Path(tempfile.mkdtemp(prefix="triggers-metrics-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        app: Any = "triggers.server:create_app_from_env"
-    else:
-        app = create_app(args.target, settings)
-    uvicorn.run(
-        app,
-        factory=workers > 1,
-        workers=workers,
-        host=args.host or settings.http_host,
-        port=args.port or settings.http_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=False,  # client IPs come from the socket; X-Forwarded-For only via TRIGGERS_TRUSTED_PROXIES
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
-    if workers > 1:
+    options: dict[str, Any] = {
+        "host": args.host or settings.http_host,
+        "port": args.port or settings.http_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "proxy_headers": False,  # client IPs come from the socket; X-Forwarded-For only via TRIGGERS_TRUSTED_PROXIES
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(args.target, settings), **options)
+        return 0
+    # Several processes, each with its own socket on the port, join the same consumer groups; their metrics
+    # meet in one folder.
+    os.environ["TRIGGERS_TARGET"] = args.target
+    metrics_dir = Path(tempfile.mkdtemp(prefix="triggers-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        return run_workers(workers, {"app": "triggers.server:create_app_from_env", "factory": True, **options})
+    finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
 
 
 async def _migrate() -> int:
