@@ -63,25 +63,45 @@ async def consumed(bootstrap: str, topic: str, group: str, timeout: float = 30.0
     """Wait until consumer group ``group`` has committed everything on ``topic`` so far, i.e. handled it."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)  # every partition
+    targets = await _next_offsets(bootstrap, topic)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await reader.start()
     await admin.start()
     try:
-        ends: dict[TopicPartition, int] = await reader.end_offsets(list(reader.assignment()))
 
         async def caught_up() -> bool:
-            # Events are produced in transactions: a partition's log ends with a commit marker, which takes an
-            # offset of its own but is no record, so a group that handled everything commits end - 1.
             committed = await admin.list_consumer_group_offsets(group)
-            return all(
-                committed.get(tp) is not None and committed[tp].offset >= end - 1 for tp, end in ends.items() if end
-            )
+            return all(committed.get(tp) is not None and committed[tp].offset >= at for tp, at in targets.items())
 
         await wait_until(caught_up, timeout=timeout, what=f"group {group} to handle {topic}")
     finally:
-        await reader.stop()
         await admin.close()
+
+
+async def _next_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """Per partition, the offset after its last committed record: what a group that handled everything commits.
+
+    Not the end offset: events are produced in transactions, so a log ends with a commit or abort marker (an
+    offset of its own but no record), after an aborted transaction's records if the last one was refused.
+    """
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await reader.start()
+    try:
+        partitions = list(reader.assignment())
+        ends = await reader.end_offsets(partitions)  # read_committed: the last stable offsets
+        reader.seek_to_beginning(*partitions)
+        after: dict[TopicPartition, int] = {}
+
+        async def read_to_end() -> bool:
+            for tp, batch in (await reader.getmany(timeout_ms=200)).items():
+                after[tp] = batch[-1].offset + 1
+            return all([await reader.position(tp) >= end for tp, end in ends.items()])
+
+        await wait_until(read_to_end, timeout=30, what=f"the end of {topic}")
+        return after
+    finally:
+        await reader.stop()
 
 
 def free_port() -> int:
