@@ -149,6 +149,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lease-workers", type=int, default=16, help="concurrent lease+ack clients")
     p.add_argument("--lease-duration", type=float, default=10.0, help="seconds of lease+ack cycles")
     p.add_argument("--output-dir", type=Path, default=RESULTS, help="where the JSON results go")
+    p.add_argument(
+        "--keep-events", action="store_true", help="leave the run's events in the inbox (deleted at the end by default)"
+    )
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = p.parse_args(argv)
     if args.bulk_duration is None:
@@ -1047,6 +1050,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(report, rows))
     if not args.no_save:
         print(f"\nwrote {save(report, args.output_dir, stamp)}")
+    if not args.keep_events:
+        deleted = run_async(inbox.forget(os.environ["TRIGGERS_DATABASE_URL"], args.tenant))
+        print(f"bench: deleted the run's {deleted:,} events from the inbox (--keep-events keeps them)", file=sys.stderr)
     return 1 if report["harness_errors"] else 0
 
 
