@@ -20,13 +20,12 @@ from triggers_common.logs import configure_logging
 from triggers_common.runtime import migration_sources
 from triggers_common.settings import load_settings
 
-from triggers.workers import run_workers
-
 
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from triggers.server import TARGETS, create_app
+    from triggers.workers import run_workers
 
     settings = load_settings()
     configure_logging(settings.log_level)

@@ -19,6 +19,7 @@ import threading
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import uvicorn
 from uvicorn.config import STARTUP_FAILURE  # a worker whose app did not start exits with this
 
 log = logging.getLogger("triggers.workers")
@@ -39,8 +40,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def _serve(options: dict[str, Any]) -> None:
     """One worker: its own socket, then uvicorn until it is told to stop."""
-    import uvicorn
-
     sock = listening_socket(options["host"], options["port"])
     uvicorn.Server(uvicorn.Config(**options)).run(sockets=[sock])
 
@@ -74,7 +73,7 @@ def run_workers(count: int, options: dict[str, Any]) -> int:
                 break
             workers[i] = start()
     for process in workers:
-        if process.is_alive() and process.pid is not None:
+        if process.is_alive():
             process.terminate()  # SIGTERM: uvicorn stops gracefully
     for process in workers:
         process.join(STOP_TIMEOUT_S)
