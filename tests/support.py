@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import yaml
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_KEY = "test-api-key-12345"
@@ -83,23 +83,29 @@ async def _next_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]
     Not the end offset: events are produced in transactions, so a log ends with a commit or abort marker (an
     offset of its own but no record), after an aborted transaction's records if the last one was refused.
     """
+    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in await committed_records(bootstrap, topic)}
+
+
+async def committed_records(bootstrap: str, topic: str) -> list[ConsumerRecord[Any, Any]]:
+    """Every committed record of ``topic`` so far, in offset order per partition (read_committed, from the
+    beginning to the last stable offset)."""
     reader = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
     await reader.start()
+    records: list[ConsumerRecord[Any, Any]] = []
     try:
         partitions = list(reader.assignment())
         ends = await reader.end_offsets(partitions)  # read_committed: the last stable offsets
-        reader.seek_to_beginning(*partitions)
-        after: dict[TopicPartition, int] = {}
+        await reader.seek_to_beginning(*partitions)
 
         async def read_to_end() -> bool:
-            for tp, batch in (await reader.getmany(timeout_ms=200)).items():
-                after[tp] = batch[-1].offset + 1
+            for batch in (await reader.getmany(timeout_ms=200)).values():
+                records.extend(batch)
             return all([await reader.position(tp) >= end for tp, end in ends.items()])
 
         await wait_until(read_to_end, timeout=30, what=f"the end of {topic}")
-        return after
+        return records
     finally:
         await reader.stop()
 

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from triggers_common.auth import create_key
 from triggers_common.db import Pool
 
-from tests.support import Receiver, consumed, event, wait_until
+from tests.support import Receiver, committed_records, consumed, event, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -157,26 +157,7 @@ async def test_nothing_counts_twice(client: httpx.AsyncClient, test_env: dict[st
 async def replay_tenant(bootstrap: str, topic: str, tenant: str) -> int:
     """Produce every record of ``tenant`` on ``topic`` once more (same key, value and headers), in one
     transaction, so the topic ends with a commit marker like the service's own transactions."""
-    reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await reader.start()
-    records = []
-    try:
-        partitions = list(reader.assignment())
-        ends = await reader.end_offsets(partitions)
-        for tp in partitions:
-            reader.seek(tp, 0)
-
-        async def done() -> bool:
-            for batch in (await reader.getmany(timeout_ms=200)).values():
-                records.extend(r for r in batch if r.key == tenant.encode())
-            positions = {tp: await reader.position(tp) for tp in ends}
-            return all(positions[tp] >= end for tp, end in ends.items())
-
-        await wait_until(done, timeout=30, what=f"the records of {topic}")
-    finally:
-        await reader.stop()
+    records = [r for r in await committed_records(bootstrap, topic) if r.key == tenant.encode()]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"replay-{uuid.uuid4().hex}")
     await producer.start()
     try:
