@@ -40,11 +40,17 @@ async def post(client: httpx.AsyncClient, key: str, source: str, event_type: str
 async def summary_when(client: httpx.AsyncClient, key: str, done: Any, what: str) -> dict[str, Any]:
     """The summary of today, once ``done(summary)`` holds."""
 
+    last: dict[str, Any] = {}
+
     async def check() -> dict[str, Any] | None:
         body: dict[str, Any] = (await client.get("/v1/analytics/summary", headers=auth(key))).json()
+        last.update(body)
         return body if done(body) else None
 
-    return await wait_until(check, timeout=30, what=what)
+    try:
+        return await wait_until(check, timeout=30, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last summary: {last}") from None
 
 
 async def test_counts_by_day_hour_source_and_type(client: httpx.AsyncClient, tenant_key: str, pool: Pool) -> None:

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from triggers_common.auth import create_key
 from triggers_common.db import Pool
 from triggers_common.models import new_event_id, utc_now
 from triggers_common.runtime import Runtime
@@ -83,6 +84,39 @@ async def test_every_committed_transition_is_published_once(
         assert set(value) == {"event_id", "tenant_id", "status", "at"}
         assert key == value["tenant_id"].encode() and TIMESTAMP.match(value["at"])
     assert len({value["tenant_id"] for _, value in records}) == 1, "all of them the caller's tenant"
+
+
+async def test_a_delete_made_while_the_event_was_in_flight_is_published_when_it_arrives(
+    client: httpx.AsyncClient, pool: Pool, test_env: dict[str, str]
+) -> None:
+    """An id deleted before the inbox had its event leaves a tombstone and publishes nothing yet (the id may be
+    anyone's). When the tenant's own event arrives, the delete is published, once, even if the event is
+    delivered again; a tombstone another tenant left publishes nothing, for either tenant."""
+    owner, intruder = f"t-{uuid.uuid4().hex[:12]}", f"t-{uuid.uuid4().hex[:12]}"
+    async with pool.acquire() as conn:
+        owner_key, intruder_key = (await create_key(conn, owner)).key, (await create_key(conn, intruder)).key
+
+    def in_flight() -> store.NewRow:
+        event_id, created = new_event_id()
+        return store.NewRow(event_id, owner, created, "shop", "order.created", "high", b"{}", None)
+
+    late, foreign = in_flight(), in_flight()
+    assert (await client.delete(f"/v1/events/{late.event_id}", headers=auth(owner_key))).status_code == 200
+    assert (await client.delete(f"/v1/events/{foreign.event_id}", headers=auth(intruder_key))).status_code == 200
+    for _ in range(2):  # arrival, then a redelivery, as the inbox consumer writes them
+        async with pool.acquire() as conn, conn.transaction():
+            await store.insert_events(conn, [late, foreign])
+    assert (await client.get(f"/v1/events/{late.event_id}", headers=auth(owner_key))).status_code == 404
+    assert (await client.get(f"/v1/events/{foreign.event_id}", headers=auth(owner_key))).status_code == 200
+
+    marker = (await client.post("/v1/events", json=event(), headers=auth(owner_key))).json()["event_id"]
+    assert (await client.get(f"/v1/events/{marker}", headers=auth(owner_key))).status_code == 200  # arrived
+    assert (await client.delete(f"/v1/events/{marker}", headers=auth(owner_key))).status_code == 200
+
+    records = await statuses(test_env, [str(late.event_id), str(foreign.event_id)], marker)
+    assert [(key, value["event_id"], value["status"]) for key, value in records] == [
+        (owner.encode(), str(late.event_id), "deleted")
+    ]
 
 
 async def test_retention_purges_old_events_in_batches_and_publishes_it(

@@ -78,11 +78,14 @@ def _row(record: asyncpg.Record) -> EventRow:
 
 
 async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
-    """Insert a batch; ids already present (redeliveries, or deleted before they arrived) are skipped.
+    """Insert a batch; how many rows became pending. Ids already present (redeliveries, or deleted before they
+    arrived) are skipped.
 
-    One exception: a tombstone another tenant left for this id (a delete of an id it does not own, made
-    while the event was in flight) never hides the owner's event, which replaces it. The NOTIFY is delivered
-    when the caller's transaction commits, waking the waiters of the tenants written.
+    Two exceptions. A tombstone another tenant left for this id (a delete of an id it does not own, made
+    while the event was in flight) never hides the owner's event, which replaces it. And the owner's own
+    tombstone, once its event arrives, becomes an ordinary deleted row (see ``_deleted_on_arrival``), so the
+    delete is published like any other. The NOTIFY is delivered when the caller's transaction commits, waking
+    the waiters of the tenants written.
     """
     first: dict[uuid.UUID, NewRow] = {}
     for row in rows:
@@ -107,8 +110,34 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
         [r.payload for r in unique],
         [r.metadata for r in unique],
     )
+    written = int(status.rsplit(" ", 1)[1])
+    if written < len(unique):  # some were here already: redeliveries, or events their tenant deleted in flight
+        await _deleted_on_arrival(conn, unique)
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, encode_tenants({r.tenant_id for r in unique}))
-    return int(status.rsplit(" ", 1)[1])
+    return written
+
+
+async def _deleted_on_arrival(conn: Conn, rows: Sequence[NewRow]) -> None:
+    """Fill in the tombstones the rows' own tenants left while the events were in flight (see ``delete_events``)
+    and publish those deletes now: until the event arrived, the id could not be told to be the tenant's. Such a
+    row then looks like any deleted one (content dropped, source and type kept), so a redelivery finds nothing
+    left to do and the delete is published once."""
+    await conn.execute(
+        """WITH arrived AS (
+             UPDATE events e SET source = b.source, event_type = b.event_type, priority = b.priority
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+               AS b (event_id, tenant_id, source, event_type, priority)
+             WHERE e.event_id = b.event_id AND e.tenant_id = b.tenant_id AND e.status = 'deleted'
+               AND e.source IS NULL
+             RETURNING e.event_id, e.tenant_id, e.deleted_at)
+           INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
+           SELECT event_id, tenant_id, 'deleted', deleted_at FROM arrived""",
+        [r.event_id for r in rows],
+        [r.tenant_id for r in rows],
+        [r.source for r in rows],
+        [r.event_type for r in rows],
+        [r.priority for r in rows],
+    )
 
 
 async def get_event(pool: asyncpg.Pool, tenant_id: str, event_id: uuid.UUID) -> EventRow | None:
@@ -218,7 +247,8 @@ async def delete_events(
 
     The upsert leaves a 'deleted' row either way; the unique key serialises it with the consumer's insert, so
     the late event can never slip in after. A foreign tenant's row is left alone. Events that were here get a
-    'deleted' status record; a marker for an id not seen yet does not (it may not be the tenant's event).
+    'deleted' status record now; a marker for an id not seen yet gets it when its event arrives, if the event
+    is the tenant's (``insert_events``): until then the id may be anyone's.
     """
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetch(
