@@ -12,6 +12,7 @@ two snapshots is not counted; wrk is (it is a child of the harness, measured thr
 from __future__ import annotations
 
 import os
+import time
 
 GROUPS = ("gateway", "baseline", "broker", "postgres")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -75,3 +76,20 @@ def describe(us: dict[str, int]) -> str:
     """``gateway 420 + broker 110 + postgres 40 + wrk 60 = 630 µs``"""
     parts = [f"{group} {value:,}" for group, value in us.items() if group != "total"]
     return f"{' + '.join(parts)} = {us.get('total', 0):,} µs"
+
+
+def speed_check_ms() -> float:
+    """How long a fixed pure-Python loop takes on one core (the median of 7 rounds), in milliseconds; lower
+    is faster.
+
+    The machine shares its host, and its speed drifts: the same loop has taken from 42 ms to 74 ms within
+    ten seconds, on an otherwise idle machine. Taken at the start and the end of a run, it tells whether two
+    runs' numbers can be compared, or one ran on a slower host."""
+    rounds = []
+    for _ in range(7):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i
+        rounds.append(time.perf_counter() - started)
+    return round(sorted(rounds)[len(rounds) // 2] * 1000, 1)

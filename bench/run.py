@@ -251,6 +251,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "wrk": saturation.wrk_version(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "speed_check_ms": {"start": cpu.speed_check_ms()},
     }
 
 
@@ -931,9 +932,14 @@ def render(report: dict[str, Any], rows: list[Row]) -> str:
         f"Triggers bench  {report['date']}  commit {g['commit']}{' (dirty)' if g['dirty'] else ''}  "
         f"{m['nproc']} x {m['cpu_model']}  load {m['loadavg_at_start'][0]}"
     )
+    speed = m["speed_check_ms"]
+    speed_line = (
+        f"host speed check (a fixed Python loop, lower is faster): {speed['start']} ms at the start, "
+        f"{speed.get('end', '-')} ms at the end"
+    )
     header = Row("metric", "value", "target", "result")
     widths = [max(len(getattr(r, f)) for r in [header, *rows]) for f in ("metric", "value", "target")]
-    lines = [title, ""]
+    lines = [title, speed_line, ""]
     for r in [header, *rows]:
         cells = [r.metric.ljust(widths[0]), r.value.ljust(widths[1]), r.target.ljust(widths[2]), r.result]
         lines.append("  ".join(cells).rstrip())
@@ -1047,6 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in phase_rows:
             rows += [*([Row("", "")] if rows else []), *phase_rows[name]]
     report["summary"] = [vars(r) for r in rows if r.target]
+    report["machine"]["speed_check_ms"]["end"] = cpu.speed_check_ms()
     print(render(report, rows))
     if not args.no_save:
         print(f"\nwrote {save(report, args.output_dir, stamp)}")
