@@ -90,12 +90,20 @@ async def committed_records(bootstrap: str, topic: str) -> list[ConsumerRecord[A
     """Every committed record of ``topic`` so far, in offset order per partition (read_committed, from the
     beginning to the last stable offset)."""
     reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",  # the default, "latest", could land after the seek below and skip all
     )
     await reader.start()
     records: list[ConsumerRecord[Any, Any]] = []
     try:
-        partitions = list(reader.assignment())
+
+        async def assigned() -> set[TopicPartition]:
+            return reader.assignment()  # filled once the topic's metadata is in, which start() does not await
+
+        partitions = list(await wait_until(assigned, timeout=30, what=f"the partitions of {topic}"))
         ends = await reader.end_offsets(partitions)  # read_committed: the last stable offsets
         await reader.seek_to_beginning(*partitions)
 

@@ -30,12 +30,13 @@ def auth(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-async def statuses(test_env: dict[str, str], ids: list[str], marker: str) -> list[tuple[bytes, dict[str, Any]]]:
-    """The status records of ``ids``, read until ``marker``'s record arrived. The marker's transition commits
-    last, and the relay publishes in commit order within a tenant's partition, so everything before it is in."""
+async def statuses(test_env: dict[str, str], ids: list[str], *markers: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """The status records of ``ids``, read until every marker's record arrived. A tenant's marker transition
+    commits after the tenant's others, and the relay publishes in outbox order into the tenant's partition, so
+    everything before it is in."""
 
     def done(records: list[Any]) -> bool:
-        return any(value["event_id"] == marker for _, value in records)
+        return set(markers) <= {value["event_id"] for _, value in records}
 
     records = await read_topic(test_env["TRIGGERS_KAFKA_BOOTSTRAP"], test_env["TRIGGERS_STATUS_TOPIC"], done)
     return [(key, value) for key, value in records if value["event_id"] in ids]
@@ -91,7 +92,8 @@ async def test_a_delete_made_while_the_event_was_in_flight_is_published_when_it_
 ) -> None:
     """An id deleted before the inbox had its event leaves a tombstone and publishes nothing yet (the id may be
     anyone's). When the tenant's own event arrives, the delete is published, once, even if the event is
-    delivered again; a tombstone another tenant left publishes nothing, for either tenant."""
+    delivered again, and even if another tenant deleted the id first; a tombstone only another tenant left
+    publishes nothing, for either tenant."""
     owner, intruder = f"t-{uuid.uuid4().hex[:12]}", f"t-{uuid.uuid4().hex[:12]}"
     async with pool.acquire() as conn:
         owner_key, intruder_key = (await create_key(conn, owner)).key, (await create_key(conn, intruder)).key
@@ -100,23 +102,33 @@ async def test_a_delete_made_while_the_event_was_in_flight_is_published_when_it_
         event_id, created = new_event_id()
         return store.NewRow(event_id, owner, created, "shop", "order.created", "high", b"{}", None)
 
-    late, foreign = in_flight(), in_flight()
-    assert (await client.delete(f"/v1/events/{late.event_id}", headers=auth(owner_key))).status_code == 200
-    assert (await client.delete(f"/v1/events/{foreign.event_id}", headers=auth(intruder_key))).status_code == 200
+    late, foreign, contested = in_flight(), in_flight(), in_flight()
+    for event_id, key in (
+        (late.event_id, owner_key),
+        (foreign.event_id, intruder_key),
+        (contested.event_id, intruder_key),
+        (contested.event_id, owner_key),
+    ):
+        assert (await client.delete(f"/v1/events/{event_id}", headers=auth(key))).status_code == 200
     for _ in range(2):  # arrival, then a redelivery, as the inbox consumer writes them
         async with pool.acquire() as conn, conn.transaction():
-            await store.insert_events(conn, [late, foreign])
+            await store.insert_events(conn, [late, foreign, contested])
     assert (await client.get(f"/v1/events/{late.event_id}", headers=auth(owner_key))).status_code == 404
+    assert (await client.get(f"/v1/events/{contested.event_id}", headers=auth(owner_key))).status_code == 404
     assert (await client.get(f"/v1/events/{foreign.event_id}", headers=auth(owner_key))).status_code == 200
 
-    marker = (await client.post("/v1/events", json=event(), headers=auth(owner_key))).json()["event_id"]
-    assert (await client.get(f"/v1/events/{marker}", headers=auth(owner_key))).status_code == 200  # arrived
-    assert (await client.delete(f"/v1/events/{marker}", headers=auth(owner_key))).status_code == 200
+    markers = []
+    for key in (owner_key, intruder_key):  # one in each tenant's partition
+        marker = (await client.post("/v1/events", json=event(), headers=auth(key))).json()["event_id"]
+        assert (await client.get(f"/v1/events/{marker}", headers=auth(key))).status_code == 200  # arrived
+        assert (await client.delete(f"/v1/events/{marker}", headers=auth(key))).status_code == 200
+        markers.append(marker)
 
-    records = await statuses(test_env, [str(late.event_id), str(foreign.event_id)], marker)
-    assert [(key, value["event_id"], value["status"]) for key, value in records] == [
-        (owner.encode(), str(late.event_id), "deleted")
-    ]
+    ids = [str(e.event_id) for e in (late, foreign, contested)]
+    records = await statuses(test_env, ids, *markers)
+    assert sorted((key, value["event_id"], value["status"]) for key, value in records) == sorted(
+        [(owner.encode(), str(late.event_id), "deleted"), (owner.encode(), str(contested.event_id), "deleted")]
+    )
 
 
 async def test_retention_purges_old_events_in_batches_and_publishes_it(

@@ -94,6 +94,23 @@ async def test_a_foreign_delete_before_arrival_does_not_hide_the_owners_event(po
     assert await store.get_event(pool, intruder, event.event_id) is None
 
 
+async def test_the_owners_delete_holds_when_another_tenant_deleted_the_id_first(pool: Pool) -> None:
+    owner, intruder, third = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("own", "int", "thr"))
+    event, bystander = row(owner), row(owner)
+    for tenant in (intruder, owner, owner):  # the intruder's marker first; the owner's delete, twice
+        await store.delete_events(pool, tenant, [event.event_id], [(event.event_id, event.created_at)])
+    await store.delete_events(pool, third, [bystander.event_id], [(bystander.event_id, bystander.created_at)])
+    await store.delete_events(pool, intruder, [bystander.event_id], [(bystander.event_id, bystander.created_at)])
+    async with pool.acquire() as conn, conn.transaction():
+        assert await store.insert_events(conn, [event, bystander]) == 1  # the bystander, not deleted by its owner
+    gone = await store.get_event(pool, owner, event.event_id)
+    assert gone is not None and gone.status == "deleted" and gone.source == "s"  # the owner's now
+    assert await store.get_event(pool, intruder, event.event_id) is None
+    assert (await store.get_event(pool, owner, bystander.event_id)).status == "pending"  # type: ignore[union-attr]
+    assert await store.get_event(pool, third, bystander.event_id) is None
+    assert await store.get_event(pool, intruder, bystander.event_id) is None
+
+
 async def test_redelivered_batch_inserts_nothing_new(pool: Pool) -> None:
     tenant = f"redeliver-{uuid.uuid4().hex[:6]}"
     batch = [row(tenant) for _ in range(50)]

@@ -1,6 +1,7 @@
 """The status relay: moves the outbox of event status transitions to ``triggers.event-status.v1``.
 
-Every ack, delete, quarantine, redrive and purge writes its outbox row in the statement that makes it, so a
+Every ack, delete, quarantine, redrive and purge writes its outbox row in the statement that makes it (the
+delete of an event still in flight: in the transaction that writes the event when it arrives), so a
 transition is published if and only if it committed. The relay deletes a batch of rows and produces them in
 one transaction that commits only after the broker acked them all: if Kafka fails, the rows stay and go out
 later. At-least-once: a crash between the ack and the commit sends a batch again, so readers treat a repeated

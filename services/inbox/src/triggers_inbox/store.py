@@ -32,8 +32,9 @@ def decode_tenants(payload: str) -> list[str] | None:
 
 
 class EventRow(msgspec.Struct, frozen=True):
-    """An inbox row. For a row with ``status == 'deleted'`` the content fields (source, event_type,
-    payload, metadata) are None: callers answer 404 for those before reading them."""
+    """An inbox row. For a row with ``status == 'deleted'`` payload and metadata are None (and source and
+    event_type too, for a delete marker whose event has not arrived): callers answer 404 for those before
+    reading them."""
 
     event_id: uuid.UUID
     created_at: datetime
@@ -81,11 +82,11 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
     """Insert a batch; how many rows became pending. Ids already present (redeliveries, or deleted before they
     arrived) are skipped.
 
-    Two exceptions. A tombstone another tenant left for this id (a delete of an id it does not own, made
-    while the event was in flight) never hides the owner's event, which replaces it. And the owner's own
-    tombstone, once its event arrives, becomes an ordinary deleted row (see ``_deleted_on_arrival``), so the
-    delete is published like any other. The NOTIFY is delivered when the caller's transaction commits, waking
-    the waiters of the tenants written.
+    Two exceptions. A tombstone only other tenants left for this id (deletes of an id they do not own, made
+    while the event was in flight) never hides the owner's event, which replaces it. And a tombstone the
+    owner left too (as its first deleter or in ``deleted_by``), once its event arrives, becomes an ordinary
+    deleted row of the owner (see ``_deleted_on_arrival``), so the delete is published like any other.
+    The NOTIFY is delivered when the caller's transaction commits, waking the waiters of the tenants written.
     """
     first: dict[uuid.UUID, NewRow] = {}
     for row in rows:
@@ -98,9 +99,10 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
            ON CONFLICT (event_id) DO UPDATE
              SET tenant_id = EXCLUDED.tenant_id, created_at = EXCLUDED.created_at, source = EXCLUDED.source,
                  event_type = EXCLUDED.event_type, priority = EXCLUDED.priority, payload = EXCLUDED.payload,
-                 metadata = EXCLUDED.metadata, status = 'pending', deleted_at = NULL,
+                 metadata = EXCLUDED.metadata, status = 'pending', deleted_at = NULL, deleted_by = NULL,
                  persisted_at = clock_timestamp()
-             WHERE events.tenant_id <> EXCLUDED.tenant_id AND events.source IS NULL""",
+             WHERE events.tenant_id <> EXCLUDED.tenant_id AND events.source IS NULL
+               AND NOT EXCLUDED.tenant_id = ANY(coalesce(events.deleted_by, '{}'))""",
         [r.event_id for r in unique],
         [r.tenant_id for r in unique],
         [r.created_at for r in unique],
@@ -120,15 +122,17 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
 async def _deleted_on_arrival(conn: Conn, rows: Sequence[NewRow]) -> None:
     """Fill in the tombstones the rows' own tenants left while the events were in flight (see ``delete_events``)
     and publish those deletes now: until the event arrived, the id could not be told to be the tenant's. Such a
-    row then looks like any deleted one (content dropped, source and type kept), so a redelivery finds nothing
-    left to do and the delete is published once."""
+    row then is the owner's and looks like any deleted one (content dropped, source and type kept), so a
+    redelivery finds nothing left to do and the delete is published once. Its time is the tombstone's: the
+    first delete of the id, which may have been another tenant's."""
     await conn.execute(
         """WITH arrived AS (
-             UPDATE events e SET source = b.source, event_type = b.event_type, priority = b.priority
+             UPDATE events e SET tenant_id = b.tenant_id, source = b.source, event_type = b.event_type,
+                                 priority = b.priority, deleted_by = NULL
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
                AS b (event_id, tenant_id, source, event_type, priority)
-             WHERE e.event_id = b.event_id AND e.tenant_id = b.tenant_id AND e.status = 'deleted'
-               AND e.source IS NULL
+             WHERE e.event_id = b.event_id AND e.status = 'deleted' AND e.source IS NULL
+               AND (e.tenant_id = b.tenant_id OR b.tenant_id = ANY(coalesce(e.deleted_by, '{}')))
              RETURNING e.event_id, e.tenant_id, e.deleted_at)
            INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
            SELECT event_id, tenant_id, 'deleted', deleted_at FROM arrived""",
@@ -246,9 +250,10 @@ async def delete_events(
     may still be on their way from Kafka (``in_flight``: recent UUIDv7s and their instants) and are not here.
 
     The upsert leaves a 'deleted' row either way; the unique key serialises it with the consumer's insert, so
-    the late event can never slip in after. A foreign tenant's row is left alone. Events that were here get a
-    'deleted' status record now; a marker for an id not seen yet gets it when its event arrives, if the event
-    is the tenant's (``insert_events``): until then the id may be anyone's.
+    the late event can never slip in after. A foreign tenant's row is left alone; if it is a marker, this
+    tenant is added to its ``deleted_by``, so the delete holds if the event turns out to be this tenant's.
+    Events that were here get a 'deleted' status record now; a marker for an id not seen yet gets it when its
+    event arrives, if the event is the tenant's (``insert_events``): until then the id may be anyone's.
     """
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetch(
@@ -282,6 +287,14 @@ async def delete_events(
                 tenant_id,
                 [event_id for event_id, _ in rest],
                 [born for _, born in rest],
+            )
+            # Another tenant's marker holds the id already: the event may be either's, so list this tenant too.
+            await conn.execute(
+                """UPDATE events SET deleted_by = array_append(coalesce(deleted_by, '{}'), $1)
+                   WHERE event_id = ANY($2::uuid[]) AND tenant_id <> $1 AND status = 'deleted'
+                     AND source IS NULL AND NOT $1 = ANY(coalesce(deleted_by, '{}'))""",
+                tenant_id,
+                [event_id for event_id, _ in rest],
             )
 
 
