@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import asyncpg
@@ -142,4 +143,4 @@ async def test_pending_page_uses_the_partial_index(pool: Pool) -> None:
             "ORDER BY created_at, event_id LIMIT 50"
         )
     )
-    assert "Index" in plan and "events_pending " in plan + " "
+    assert re.search(r"Index (Only )?Scan (on|using) events_pending\s", plan), plan
