@@ -99,11 +99,8 @@ async def committed_records(bootstrap: str, topic: str) -> list[ConsumerRecord[A
     await reader.start()
     records: list[ConsumerRecord[Any, Any]] = []
     try:
-
-        async def assigned() -> set[TopicPartition]:
-            return reader.assignment()  # filled once the topic's metadata is in, which start() does not await
-
-        partitions = list(await wait_until(assigned, timeout=30, what=f"the partitions of {topic}"))
+        partitions = list(reader.assignment())  # start() waited for the topic's metadata: every partition
+        assert partitions, f"no partitions of {topic}"  # none would read nothing and return at once
         ends = await reader.end_offsets(partitions)  # read_committed: the last stable offsets
         await reader.seek_to_beginning(*partitions)
 
