@@ -1,11 +1,18 @@
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 from triggers_common.errors import ServiceUnavailable, ValidationFailed
-from triggers_common.models import EventRecord, format_timestamp, new_event_id, parse_timestamp, uuid7_time
+from triggers_common.models import (
+    EventRecord,
+    format_timestamp,
+    new_event_id,
+    new_event_ids,
+    parse_timestamp,
+    uuid7_time,
+)
 from triggers_common.settings import load_settings
 
 
@@ -22,6 +29,27 @@ def test_event_ids_sort_by_time_and_are_unique() -> None:
     ids = [new_event_id(1_795_000_000_000_000_000 + i * 1_000_000)[0] for i in range(100)]
     assert ids == sorted(ids, key=str)
     assert len({new_event_id()[0] for _ in range(10_000)}) == 10_000
+
+
+def test_the_ids_of_one_request_sort_in_item_order_with_distinct_instants() -> None:
+    ns = 1_795_000_000_123_456_789
+    ids = new_event_ids(2500, ns)
+    assert ids[0][1] == "2026-11-18T11:06:40.123456Z" and ids[1][1] == "2026-11-18T11:06:40.123457Z"
+    assert ids[-1][1] == "2026-11-18T11:06:40.125955Z"
+    parsed = [uuid.UUID(text) for text, _ in ids]
+    for u, (text, created_at) in zip(parsed, ids, strict=True):
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == text
+        created = parse_timestamp(created_at)
+        assert uuid7_time(u) == created.replace(microsecond=created.microsecond // 1000 * 1000)
+    assert parsed == sorted(parsed, key=str) and [c for _, c in ids] == sorted(c for _, c in ids)
+    assert len({c for _, c in ids}) == 2500
+    assert len({text for _ in range(2_000) for text, _ in new_event_ids(5, ns)}) == 10_000
+
+
+def test_the_clock_second_is_formatted_afresh_when_it_changes() -> None:
+    for ns in (1_795_000_000_999_999_999, 1_795_000_001_000_000_000, 1_000_000_000, 1_795_000_000_000_000_000):
+        created = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+        assert new_event_ids(1, ns)[0][1] == format_timestamp(created)
 
 
 def test_timestamps_are_utc_z_with_microseconds() -> None:

@@ -2,7 +2,7 @@ import msgspec
 import pytest
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from triggers_common.http import require_json
-from triggers_common.models import new_event_id
+from triggers_common.models import new_event_ids
 from triggers_ingest.publish import to_record
 from triggers_ingest.routes import traceparent
 from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, request_hash
@@ -83,7 +83,7 @@ def test_content_type_must_be_json() -> None:
 
 def test_record_and_cloudevents_headers() -> None:
     event = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1}}', LIMIT)
-    record, headers = to_record(event, "acme", *new_event_id())
+    record, headers = to_record(event, "acme", *new_event_ids(1)[0])
     assert record.tenant_id == "acme" and record.status == "pending" and record.acknowledged_at is None
     assert bytes(msgspec.json.encode(record)).count(b'"payload":{"a":1}') == 1
     names = dict(headers)

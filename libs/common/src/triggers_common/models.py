@@ -65,19 +65,44 @@ def utc_now() -> datetime:
 
 
 def new_event_id(now_ns: int | None = None) -> tuple[uuid.UUID, datetime]:
-    """A UUIDv7 (RFC 9562) and the instant it encodes, to the microsecond.
+    """A UUIDv7 (RFC 9562) and the instant it encodes, to the microsecond: :func:`new_event_ids` for one."""
+    text, created_at = new_event_ids(1, now_ns)[0]
+    return uuid.UUID(text), parse_timestamp(created_at)
 
-    The id's 48-bit millisecond prefix and the returned ``created_at`` come from the same clock reading,
-    so ids sort like their creation times.
+
+_clock_second: tuple[int, str] = (-1, "")
+
+
+def new_event_ids(count: int, now_ns: int | None = None) -> list[tuple[str, str]]:
+    """``count`` UUIDv7 ids (RFC 9562) as text, each with its creation instant as :func:`format_timestamp`
+    writes it: the events of one request, at a fifth of the cost of making UUID and datetime objects.
+
+    One clock reading serves the call; the i-th id is created i microseconds after it, so the ids and instants
+    of one request are distinct and sort in the order they were asked for (a bulk request's items). An id
+    carries its instant's millisecond in its first 48 bits and the microseconds within it in the 12 bits after
+    the version (method 3 of RFC 9562 §6.2), then 62 random bits.
     """
-    ns = time.time_ns() if now_ns is None else now_ns
-    ms = ns // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = rand >> 68  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    created = _EPOCH + timedelta(microseconds=ns // 1000)
-    return uuid.UUID(int=value), created
+    global _clock_second
+    start = (time.time_ns() if now_ns is None else now_ns) // 1000
+    rand = os.urandom(8 * count)
+    ids = []
+    for i in range(count):
+        micros = start + i
+        second, fraction = divmod(micros, 1_000_000)
+        if _clock_second[0] != second:
+            _clock_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        value = (
+            (micros // 1000) << 80
+            | 0x7 << 76
+            | (micros % 1000) << 64
+            | 0b10 << 62
+            | int.from_bytes(rand[8 * i : 8 * i + 8], "big") >> 2
+        )
+        text = f"{value:032x}"
+        ids.append(
+            (f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}", f"{_clock_second[1]}.{fraction:06d}Z")
+        )
+    return ids
 
 
 def uuid7_time(event_id: uuid.UUID) -> datetime | None:

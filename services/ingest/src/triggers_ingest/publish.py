@@ -14,7 +14,7 @@ import msgspec
 from triggers_common.batching import Coalescer
 from triggers_common.errors import Conflict, ServiceUnavailable, TriggersError
 from triggers_common.kafka import TransactionalProducer
-from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_id
+from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_ids, parse_timestamp
 from triggers_common.runtime import Runtime
 
 from triggers_ingest import store
@@ -38,12 +38,11 @@ class Accepted(msgspec.Struct, frozen=True):
 
 
 def to_record(
-    event: NewEvent, tenant_id: str, event_id: uuid.UUID, created: datetime
+    event: NewEvent, tenant_id: str, event_id: str, created_at: str
 ) -> tuple[EventRecord, list[tuple[str, bytes]]]:
     """The Kafka record for an accepted event, with CloudEvents binary-mode headers."""
-    created_at = format_timestamp(created)
     record = EventRecord(
-        event_id=str(event_id),
+        event_id=event_id,
         created_at=created_at,
         source=event.source,
         event_type=event.event_type,
@@ -53,7 +52,7 @@ def to_record(
     )
     headers = [
         ("ce_specversion", b"1.0"),
-        ("ce_id", record.event_id.encode()),
+        ("ce_id", event_id.encode()),
         ("ce_source", event.source.encode()),
         ("ce_type", event.event_type.encode()),
         ("ce_time", created_at.encode()),
@@ -166,9 +165,11 @@ class Publisher:
         self, tenant_id: str, events: list[NewEvent], traceparent: bytes
     ) -> list[Accepted | TriggersError]:
         """Produce every new event in one batch and answer for each; 503 for all if Kafka can't take them."""
-        ids = [new_event_id() for _ in events]
+        ids = new_event_ids(len(events))
         bids = [
-            store.Claim(tenant_id, event.idempotency_key, request_hash(event), *ids[i])
+            store.Claim(
+                tenant_id, event.idempotency_key, request_hash(event), uuid.UUID(ids[i][0]), parse_timestamp(ids[i][1])
+            )
             for i, event in enumerate(events)
             if event.idempotency_key is not None
         ]
@@ -177,18 +178,20 @@ class Publisher:
         to_send: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
         claimed: list[store.Claim] = []
         bid_of = iter(bids)
-        for event, (event_id, created) in zip(events, ids, strict=True):
+        for event, (event_id, created_at) in zip(events, ids, strict=True):
             if event.idempotency_key is not None:
-                outcome = await self._settle(next(bid_of), next(held))
+                bid = next(bid_of)
+                outcome = await self._settle(bid, next(held))
                 if not isinstance(outcome, store.Claim):
                     answers.append(outcome)
                     continue
                 claimed.append(outcome)
-                event_id, created = outcome.event_id, outcome.created_at
-            record, headers = to_record(event, tenant_id, event_id, created)
+                if outcome is not bid:  # a stale claim taken over: its event id again
+                    event_id, created_at = str(outcome.event_id), format_timestamp(outcome.created_at)
+            record, headers = to_record(event, tenant_id, event_id, created_at)
             headers.append(("traceparent", traceparent))
             to_send.append((tenant_id.encode(), msgspec.json.encode(record), headers))
-            answers.append(Accepted(record.event_id, record.created_at))
+            answers.append(Accepted(event_id, created_at))
         try:
             if to_send:
                 await self.producer.send_many(to_send)
