@@ -199,8 +199,10 @@ def register_collector(collector: Collector) -> None:
 
 
 def unregister_collector(collector: Collector) -> None:
-    _collectors.remove(collector)
-    REGISTRY.unregister(collector)
+    """Undo :func:`register_collector`; a no-op for one never registered (a start-up that failed before it)."""
+    if collector in _collectors:
+        _collectors.remove(collector)
+        REGISTRY.unregister(collector)
 
 
 def _registry() -> CollectorRegistry:
