@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -28,7 +30,11 @@ async def new_key(pool: Pool, **policy: Any) -> str:
 def signed_post(
     key: str, body: bytes, *, secret: str = SECRET, offset: int = 0, path: str = "/v1/events"
 ) -> dict[str, str]:
-    headers = sign_request(secret, "POST", path, "", body, timestamp=int(time.time()) + offset)
+    now = time.time()
+    # Rounded away from now, so a timestamp just outside the window is still outside when the gateway checks it
+    # a moment later (int() of now + 301 is only 300.x s ahead once the clock has passed the next second).
+    timestamp = math.ceil(now) + offset if offset > 0 else math.floor(now) + offset
+    headers = sign_request(secret, "POST", path, "", body, timestamp=timestamp)
     return {"X-API-Key": key, "Content-Type": "application/json", **headers}
 
 
@@ -40,17 +46,17 @@ async def test_signed_requests(client: httpx.AsyncClient, pool: Pool) -> None:
     ok = await client.post("/v1/events", content=BODY, headers=signed_post(key, BODY))
     assert ok.status_code == 201, ok.text
 
-    failures = {
-        "wrong secret": signed_post(key, BODY, secret="another-secret-value"),
-        "stale": signed_post(key, BODY, offset=-301),
-        "future": signed_post(key, BODY, offset=301),
-        "other body": signed_post(key, BODY + b" "),
-        "garbage": {**signed_post(key, BODY), "X-Signature": "not-base64!"},
-        "no timestamp": {k: v for k, v in signed_post(key, BODY).items() if k != "X-Signature-Timestamp"},
-        "bad timestamp": {**signed_post(key, BODY), "X-Signature-Timestamp": "yesterday"},
+    failures: dict[str, Callable[[], dict[str, str]]] = {  # each signed just before it is sent
+        "wrong secret": lambda: signed_post(key, BODY, secret="another-secret-value"),
+        "stale": lambda: signed_post(key, BODY, offset=-301),
+        "future": lambda: signed_post(key, BODY, offset=301),
+        "other body": lambda: signed_post(key, BODY + b" "),
+        "garbage": lambda: {**signed_post(key, BODY), "X-Signature": "not-base64!"},
+        "no timestamp": lambda: {k: v for k, v in signed_post(key, BODY).items() if k != "X-Signature-Timestamp"},
+        "bad timestamp": lambda: {**signed_post(key, BODY), "X-Signature-Timestamp": "yesterday"},
     }
     for case, headers in failures.items():
-        response = await client.post("/v1/events", content=BODY, headers=headers)
+        response = await client.post("/v1/events", content=BODY, headers=headers())
         assert response.status_code == 401, case
         assert response.json()["error"]["code"] == "UNAUTHORIZED", case
 
