@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -46,16 +44,6 @@ BATCH_SECONDS = Histogram(
     ["group"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-TRANSACTION_SECONDS = Histogram(
-    "triggers_kafka_transaction_seconds",
-    "Time to begin, send and commit one group of events",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-TRANSACTION_REQUESTS = Histogram(
-    "triggers_kafka_transaction_requests",
-    "Requests committed together in one transaction (group commit)",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
 LAG = Gauge(
     "triggers_consumer_lag_records",
     "Committed records not yet consumed, per partition (last stable offset minus the group's position)",
@@ -77,7 +65,7 @@ async def ensure_topics(settings: Settings, deadline_s: float = 60.0) -> None:
             (settings.deadletter_topic, settings.deadletter_partitions),
         )
     ]
-    admin = await _connect(
+    admin = await connect(
         lambda: AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000),
         deadline_s,
     )
@@ -92,14 +80,14 @@ async def ensure_topics(settings: Settings, deadline_s: float = 60.0) -> None:
         await admin.close()
 
 
-async def _connect(factory: Callable[[], Any], deadline_s: float) -> Any:
+async def connect(factory: Callable[[], Any], deadline_s: float) -> Any:
     """Start a Kafka client, retrying while the broker is not reachable yet."""
     deadline = time.monotonic() + deadline_s
     delay = 0.2
     while True:
         client = factory()
         try:
-            await client.start()
+            await (getattr(client, "start", None) or client.bootstrap)()  # bootstrap: aiokafka's bare client
             return client
         except KafkaError:
             await _close_quietly(client)
@@ -123,7 +111,7 @@ def _partition_for(key: bytes, partitions: tuple[int, ...]) -> int:
     return result
 
 
-def _cached_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+def partition_of(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """Kafka's default (murmur2) partitioner, computed once per key: the key is the tenant id."""
     if key is None:
         result: int = DefaultPartitioner()(key, all_partitions, available)
@@ -140,9 +128,16 @@ def _durable_producer(s: Settings) -> dict[str, Any]:
         "max_batch_size": 256 * 1024,
         "max_request_size": 4 * 1024 * 1024,
         "compression_type": "lz4",
-        "partitioner": _cached_partitioner,
+        "partitioner": partition_of,
         "request_timeout_ms": max(int(s.send_timeout_s * 1000), 1000),
     }
+
+
+def broker_unavailable(topic: str, exc: BaseException) -> ServiceUnavailable:
+    """The 503 for a send the broker did not take in time, counted and logged."""
+    PRODUCE_FAILURES.inc()
+    log.warning("kafka send failed", extra={"topic": topic, "error": repr(exc)})
+    return ServiceUnavailable("Event broker unavailable, retry later", retry_after_s=2)
 
 
 class Producer:
@@ -154,7 +149,7 @@ class Producer:
 
     async def start(self, deadline_s: float = 60.0) -> None:
         s = self._settings
-        self._producer = await _connect(
+        self._producer = await connect(
             lambda: AIOKafkaProducer(**_durable_producer(s), linger_ms=s.producer_linger_ms), deadline_s
         )
 
@@ -179,14 +174,8 @@ class Producer:
                 ]
                 await asyncio.gather(*futures)
         except (TimeoutError, KafkaError) as exc:
-            raise self._unavailable(topic, exc) from exc
+            raise broker_unavailable(topic, exc) from exc
         PRODUCE_SECONDS.observe(time.perf_counter() - started)
-
-    @staticmethod
-    def _unavailable(topic: str, exc: BaseException) -> ServiceUnavailable:
-        PRODUCE_FAILURES.inc()
-        log.warning("kafka send failed", extra={"topic": topic, "error": repr(exc)})
-        return ServiceUnavailable("Event broker unavailable, retry later", retry_after_s=2)
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """True when the broker answers a metadata request."""
@@ -263,7 +252,7 @@ class BatchConsumer(Generic[T]):
 
     async def run(self) -> None:
         """Consume until :meth:`stop` is called."""
-        self._consumer = await _connect(
+        self._consumer = await connect(
             lambda: AIOKafkaConsumer(
                 bootstrap_servers=self._settings.kafka_bootstrap,
                 group_id=self.group,
@@ -395,169 +384,3 @@ class BatchConsumer(Generic[T]):
                 log.warning("%s failed, retrying in %.1fs", what, delay, extra={"group": self.group}, exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-
-class _Pending:
-    __slots__ = ("deadline", "done", "records")
-
-    def __init__(self, records: Sequence[tuple[bytes | None, bytes, Headers]], deadline: float) -> None:
-        self.records = records
-        self.deadline = deadline
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
-GROUP_LINGER_S = 0.002
-
-
-class _Lane:
-    """One transactional producer; lanes commit side by side, so a commit's round trips overlap others."""
-
-    def __init__(self, transactional_id: str) -> None:
-        self.transactional_id = transactional_id
-        self.producer: AIOKafkaProducer | None = None
-
-
-class TransactionalProducer:
-    """Sends events in Kafka transactions, so a 503 is final: what was refused never becomes visible.
-
-    Requests are grouped: a lane that is free takes everyone waiting into one transaction (group commit),
-    and while it commits the next lane collects the requests that arrive meanwhile. A transaction that
-    cannot commit before its earliest request's deadline is aborted; if the broker is gone, the lane's next
-    producer (same transactional id) aborts it on start-up, and read_committed consumers never see it.
-    """
-
-    def __init__(self, settings: Settings, topic: str, name: str, lanes: int = 3) -> None:
-        self._settings = settings
-        self._topic = topic
-        instance = uuid.uuid4().hex[:12]
-        self._lanes = [_Lane(f"{settings.consumer_group_prefix}-{name}-{instance}-{i}") for i in range(lanes)]
-        self._queue: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._idle: collections.deque[_Lane] = collections.deque()
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
-
-    def _new_producer(self, lane: _Lane) -> AIOKafkaProducer:
-        s = self._settings
-        return AIOKafkaProducer(
-            **_durable_producer(s),
-            transactional_id=lane.transactional_id,
-            transaction_timeout_ms=max(int(s.send_timeout_s * 2000), 10_000),
-            # A new transaction's partitions are refused (CONCURRENT_TRANSACTIONS) until the previous commit's
-            # markers are written, a few ms; the default 100 ms backoff would put that on every request.
-            retry_backoff_ms=20,
-            linger_ms=0,  # the group is the batch: it is flushed whole, then committed
-        )
-
-    async def start(self) -> None:
-        for lane in self._lanes:
-            lane.producer = await _connect(lambda lane=lane: self._new_producer(lane), 60.0)  # type: ignore[misc]
-        self._idle.extend(self._lanes)
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="kafka-transactions")
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._dispatcher, *self._running) if t is not None]
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for lane in self._lanes:
-            if lane.producer is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(lane.producer.stop(), 5)
-
-    async def send_many(self, records: Sequence[tuple[bytes | None, bytes, Headers]]) -> None:
-        """Return once ``records`` are committed; raise :class:`ServiceUnavailable` if they never will be."""
-        started = time.perf_counter()
-        pending = _Pending(records, time.monotonic() + self._settings.send_timeout_s)
-        self._queue.append(pending)
-        self._wakeup.set()
-        try:
-            async with asyncio.timeout(self._settings.send_timeout_s + 2.0):  # backstop; a lane answers first
-                await asyncio.shield(pending.done)
-        except TimeoutError as exc:
-            raise Producer._unavailable(self._topic, exc) from exc
-        PRODUCE_SECONDS.observe(time.perf_counter() - started)
-
-    async def _dispatch(self) -> None:
-        """Hand waiting requests to the lane idle the longest. A lane that just committed goes last: its
-        next transaction would be refused (CONCURRENT_TRANSACTIONS) until the broker wrote the markers."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue and self._idle:
-                if len(self._idle) < len(self._lanes):
-                    # Others are committing: the broker is the bottleneck, so gather a bigger group first.
-                    await asyncio.sleep(GROUP_LINGER_S)
-                lane = self._idle.popleft()
-                group, self._queue = self._queue, []
-                task = asyncio.create_task(self._run(lane, group))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-
-    async def _run(self, lane: _Lane, group: list[_Pending]) -> None:
-        try:
-            await self._commit(lane, group)
-        finally:
-            self._idle.append(lane)
-            self._wakeup.set()
-
-    async def _commit(self, lane: _Lane, group: list[_Pending]) -> None:
-        deadline = min(p.deadline for p in group)
-        started = time.perf_counter()
-        TRANSACTION_REQUESTS.observe(len(group))
-        try:
-            if lane.producer is None:
-                remaining = max(0.0, deadline - time.monotonic())
-                lane.producer = await _connect(lambda: self._new_producer(lane), remaining)
-            producer = lane.producer
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await producer.begin_transaction()
-                await asyncio.gather(*await self._send_batches(producer, group))
-                await producer.commit_transaction()
-        except (TimeoutError, KafkaError, OSError) as exc:
-            error = Producer._unavailable(self._topic, exc)
-            await self._discard_producer(lane)
-            for p in group:
-                if not p.done.done():
-                    p.done.set_exception(error)
-                    p.done.exception()
-            return
-        TRANSACTION_SECONDS.observe(time.perf_counter() - started)
-        for p in group:
-            if not p.done.done():
-                p.done.set_result(None)
-
-    async def _send_batches(self, producer: AIOKafkaProducer, group: list[_Pending]) -> list[asyncio.Future[Any]]:
-        """Hand the group's records to the producer as whole batches, one or more per partition: far cheaper
-        per record than one ``send`` each."""
-        partitions = sorted(await producer.partitions_for(self._topic))
-        by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = collections.defaultdict(list)
-        for pending in group:
-            for record in pending.records:
-                by_partition[_cached_partitioner(record[0], partitions, partitions)].append(record)
-        futures = []
-        for partition, records in by_partition.items():
-            batch = producer.create_batch()
-            for key, value, headers in records:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    futures.append(await producer.send_batch(batch, self._topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                        raise KafkaError(f"record of {len(value)} bytes does not fit in a batch")
-            futures.append(await producer.send_batch(batch, self._topic, partition=partition))
-        return futures
-
-    @staticmethod
-    async def _discard_producer(lane: _Lane) -> None:
-        """After a failed transaction: drop the lane's producer. Its successor (same transactional id) aborts
-        the unfinished transaction when it initialises, once the broker is reachable again."""
-        producer, lane.producer = lane.producer, None
-        if producer is None:
-            return
-        # Stop its sender first: left running, it could finish the refused transaction once the broker is back.
-        sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
-        if sender_task is not None:
-            sender_task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 1.0)

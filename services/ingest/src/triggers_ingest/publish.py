@@ -13,9 +13,9 @@ import asyncpg
 import msgspec
 from triggers_common.batching import Coalescer
 from triggers_common.errors import Conflict, ServiceUnavailable, TriggersError
-from triggers_common.kafka import TransactionalProducer
 from triggers_common.models import NULL, EventRecord, format_timestamp, new_event_ids, parse_timestamp
 from triggers_common.runtime import Runtime
+from triggers_common.transactions import TransactionalProducer
 
 from triggers_ingest import store
 from triggers_ingest.validation import NewEvent, request_hash
