@@ -28,6 +28,13 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import Histogram
 
 from triggers_common.kafka import PRODUCE_SECONDS, Headers, broker_unavailable, connect, partition_of
+from triggers_common.kafka_protocol import (
+    ApiVersions,
+    CommitTransaction,
+    TransactionalProduce,
+    finalized_level,
+    produce_errors,
+)
 from triggers_common.settings import Settings
 
 Record = tuple[bytes | None, bytes, Headers]
@@ -72,8 +79,10 @@ class _Lane:
     overlap another's. Each lane has a client of its own, so the broker works on the lanes' requests at once (it
     takes a connection's requests one at a time)."""
 
-    def __init__(self, settings: Settings, topic: str, transactional_id: str) -> None:
+    def __init__(self, settings: Settings, topic: str, transactional_id: str, version: int | None = None) -> None:
+        """``version``: the transaction protocol to use, 1 or 2; by default 2 where the cluster has it."""
         self._settings = settings
+        self.version = version
         self._topic = topic
         self.transactional_id = transactional_id
         self.client: AIOKafkaClient | None = None
@@ -111,11 +120,18 @@ class _Lane:
         response = await self._coordinated(InitProducerIdRequest(self.transactional_id, timeout_ms), _error_code)
         self._producer_id, self._epoch = response.producer_id, response.producer_epoch
         self._sequences.clear()
+        if self.version is None:
+            assert self._coordinator is not None
+            versions = await self.client.send(self._coordinator, ApiVersions())
+            self.version = 2 if finalized_level(versions, "transaction.version") >= 2 else 1
 
     async def send(self, records: list[Record]) -> None:
         """Begin a transaction and append ``records`` to it. Raises on any failure: the caller then makes the lane
         :meth:`forget` its epoch, so nothing of the transaction ever becomes visible."""
         by_partition = await self._partitioned(records)
+        if self.version == 2:  # each Produce adds its partitions to the transaction
+            await self._produce(by_partition)
+            return
         await self._coordinated(
             AddPartitionsToTxnRequest(
                 self.transactional_id, self._producer_id, self._epoch, [(self._topic, sorted(by_partition))]
@@ -126,6 +142,13 @@ class _Lane:
 
     async def commit(self) -> None:
         """Commit what :meth:`send` appended (asking again is safe: the broker knows a repeated commit)."""
+        if self.version == 2:  # the commit starts a new epoch, whose sequence numbers start at 0
+            response = await self._coordinated(
+                CommitTransaction(self.transactional_id, self._producer_id, self._epoch), _error_code
+            )
+            self._producer_id, self._epoch = response.producer_id, response.producer_epoch
+            self._sequences.clear()
+            return
         await self._coordinated(
             EndTxnRequest(self.transactional_id, self._producer_id, self._epoch, transaction_result=True), _error_code
         )
@@ -202,7 +225,7 @@ class _Lane:
                         del waiting[partition][:count]
                         if not waiting[partition]:
                             del waiting[partition]
-                    elif error.retriable:  # sending the same batch again is safe: the broker drops duplicates
+                    elif error.retriable or error is errors.ConcurrentTransactions:  # the broker drops duplicates
                         retry = True
                     else:
                         raise error()
@@ -226,17 +249,17 @@ class _Lane:
     async def _send_batches(self, leader: int, batches: dict[int, bytearray]) -> dict[int, int]:
         """Each partition's error code (0 when acknowledged by every in-sync replica)."""
         assert self.client is not None
-        request = ProduceRequest(
-            self.transactional_id,
-            -1,  # acks=all
-            max(int(self._settings.send_timeout_s * 1000), 1000),
-            [(self._topic, list(batches.items()))],
-        )
+        timeout_ms = max(int(self._settings.send_timeout_s * 1000), 1000)
+        request: ProduceRequest | TransactionalProduce
+        if self.version == 2:
+            request = TransactionalProduce(self.transactional_id, timeout_ms, self._topic, batches)
+        else:
+            request = ProduceRequest(self.transactional_id, -1, timeout_ms, [(self._topic, list(batches.items()))])
         try:
             response = await self.client.send(leader, request)
         except (errors.KafkaConnectionError, errors.NodeNotReadyError, errors.RequestTimedOutError):
             return {partition: _UNREACHABLE for partition in batches}
-        return {answer[0]: answer[1] for _, partitions in response.topics for answer in partitions}
+        return produce_errors(response)
 
 
 def _error_code(response: Any) -> int:
@@ -262,12 +285,13 @@ class TransactionalProducer:
     timeout), and read_committed consumers never see it.
     """
 
-    def __init__(self, settings: Settings, topic: str, name: str, lanes: int = 3) -> None:
+    def __init__(self, settings: Settings, topic: str, name: str, lanes: int = 3, version: int | None = None) -> None:
         self._settings = settings
         self._topic = topic
         instance = uuid.uuid4().hex[:12]
         self._lanes = [
-            _Lane(settings, topic, f"{settings.consumer_group_prefix}-{name}-{instance}-{i}") for i in range(lanes)
+            _Lane(settings, topic, f"{settings.consumer_group_prefix}-{name}-{instance}-{i}", version)
+            for i in range(lanes)
         ]
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
