@@ -51,6 +51,10 @@ TRANSACTION_REQUESTS = Histogram(
 )
 
 GROUP_LINGER_S = 0.002
+MAX_LINGER_S = 0.010
+"""While other lanes commit, a free lane waits before it takes the next group: about as long as a commit has
+been taking lately, within these bounds. Under load commits get slow, and a lane that took whoever was waiting at
+once made many small transactions, whose fixed cost (client, broker and every consumer's fetch) slowed them more."""
 BATCH_BYTES = 256 * 1024
 """At most this much (before compression) in one partition's batch; a bigger group takes several requests."""
 LZ4 = 3
@@ -298,6 +302,8 @@ class TransactionalProducer:
         self._idle: collections.deque[_Lane] = collections.deque()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._commit_s = 0.0
+        """How long a commit has been taking lately (moving average)."""
 
     async def start(self) -> None:
         for lane in self._lanes:
@@ -337,7 +343,7 @@ class TransactionalProducer:
             while self._queue and self._idle:
                 if len(self._idle) < len(self._lanes):
                     # Others are committing: the broker is the bottleneck, so gather a bigger group first.
-                    await asyncio.sleep(GROUP_LINGER_S)
+                    await asyncio.sleep(min(max(self._commit_s, GROUP_LINGER_S), MAX_LINGER_S))
                 lane = self._idle.popleft()
                 group, self._queue = self._queue, []
                 task = asyncio.create_task(self._run(lane, group))
@@ -369,7 +375,9 @@ class TransactionalProducer:
                     p.done.set_exception(error)
                     p.done.exception()
             return
-        TRANSACTION_SECONDS.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self._commit_s += (took - self._commit_s) / 10
+        TRANSACTION_SECONDS.observe(took)
         for p in group:
             if not p.done.done():
                 p.done.set_result(None)
