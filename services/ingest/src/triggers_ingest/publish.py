@@ -155,9 +155,10 @@ class Publisher:
         ttl = timedelta(seconds=rt.settings.idempotency_ttl_s)
         # A claim older than this, still incomplete, belonged to a request that died or got a 503.
         self._stale = timedelta(seconds=rt.settings.send_timeout_s + 2.0)
-        # Concurrent requests share one statement for their claims.
+        # Concurrent requests share one statement for their claims, one statement at a time: with two in flight
+        # each held about 4 claims under load, with one about 7, and Postgres did a fifth fewer commits.
         self._claims: Coalescer[store.Claim, store.KeyRow | None] = Coalescer(
-            lambda claims: store.claim_keys(rt.pool, claims, ttl)
+            lambda claims: store.claim_keys(rt.pool, claims, ttl), max_in_flight=1
         )
         self.completions = Completions(rt)
 
