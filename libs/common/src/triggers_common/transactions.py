@@ -51,10 +51,11 @@ TRANSACTION_REQUESTS = Histogram(
 )
 
 GROUP_LINGER_S = 0.002
-MAX_LINGER_S = 0.010
-"""While other lanes commit, a free lane waits before it takes the next group: about as long as a commit has
-been taking lately, within these bounds. Under load commits get slow, and a lane that took whoever was waiting at
-once made many small transactions, whose fixed cost (client, broker and every consumer's fetch) slowed them more."""
+MAX_LINGER_S = 0.005
+"""While other lanes commit, a free lane waits before it takes the next group: about as long as a transaction has
+been taking lately, within these bounds. Under load transactions get slow, and a lane that took whoever was waiting
+at once made many small ones, whose fixed cost (client, broker and every consumer's fetch) slowed them more. The
+ceiling bounds what single events wait while big (bulk) transactions are committing."""
 BATCH_BYTES = 256 * 1024
 """At most this much (before compression) in one partition's batch; a bigger group takes several requests."""
 LZ4 = 3
@@ -303,7 +304,7 @@ class TransactionalProducer:
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._commit_s = 0.0
-        """How long a commit has been taking lately (moving average)."""
+        """How long a transaction has been taking lately (moving average)."""
 
     async def start(self) -> None:
         for lane in self._lanes:
