@@ -50,7 +50,7 @@ TRANSACTION_REQUESTS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 
-GROUP_LINGER_S = 0.002
+MIN_LINGER_S = 0.002
 MAX_LINGER_S = 0.005
 """While other lanes commit, a free lane waits before it takes the next group: about as long as a transaction has
 been taking lately, within these bounds. Under load transactions get slow, and a lane that took whoever was waiting
@@ -303,7 +303,7 @@ class TransactionalProducer:
         self._idle: collections.deque[_Lane] = collections.deque()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._commit_s = 0.0
+        self._transaction_s = 0.0
         """How long a transaction has been taking lately (moving average)."""
 
     async def start(self) -> None:
@@ -344,7 +344,7 @@ class TransactionalProducer:
             while self._queue and self._idle:
                 if len(self._idle) < len(self._lanes):
                     # Others are committing: the broker is the bottleneck, so gather a bigger group first.
-                    await asyncio.sleep(min(max(self._commit_s, GROUP_LINGER_S), MAX_LINGER_S))
+                    await asyncio.sleep(min(max(self._transaction_s, MIN_LINGER_S), MAX_LINGER_S))
                 lane = self._idle.popleft()
                 group, self._queue = self._queue, []
                 task = asyncio.create_task(self._run(lane, group))
@@ -377,7 +377,7 @@ class TransactionalProducer:
                     p.done.exception()
             return
         took = time.perf_counter() - started
-        self._commit_s += (took - self._commit_s) / 10
+        self._transaction_s += (took - self._transaction_s) / 10
         TRANSACTION_SECONDS.observe(took)
         for p in group:
             if not p.done.done():
