@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request
@@ -60,13 +61,16 @@ class Access:
         self._trusted = parse_networks(settings.trusted_proxies)
 
     async def check(self, request: Request[Any, Any, Any], scope: str) -> Principal:
-        raw = request.scope
+        return await self.authorize(request.scope, scope, request.body)
+
+    async def authorize(self, raw: Any, scope: str, body: bytes | Callable[[], Awaitable[bytes]]) -> Principal:
+        """:meth:`check` for an ASGI scope; ``body`` (read only to verify a signature) or how to read it."""
         size = sum(len(name) + len(value) for name, value in raw["headers"])
         if size > self._settings.max_header_bytes:
             raise ValidationFailed(
                 "Request headers too large", {"limit_bytes": self._settings.max_header_bytes, "actual_bytes": size}
             )
-        principal = await self._keys.authenticate(api_key(request))
+        principal = await self._keys.authenticate(api_key(raw))
         if principal.allowed_ips is not None:
             ip = client_ip(raw, self._trusted)
             if ip is None or not any(ip in net for net in principal.allowed_ips):
@@ -78,7 +82,7 @@ class Access:
                 raw["method"],
                 raw.get("raw_path", raw["path"].encode()).decode("latin-1"),
                 raw["query_string"].decode("latin-1"),
-                await request.body(),
+                body if isinstance(body, bytes) else await body(),
                 header(raw, b"x-signature-timestamp"),
                 signed,
             )

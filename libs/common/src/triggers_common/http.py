@@ -5,20 +5,32 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import msgspec
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.types import ControllerRouterHandler, Message, Scope
+from litestar.routes import HTTPRoute
+from litestar.types import (
+    ControllerRouterHandler,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -37,7 +49,7 @@ from triggers_common.errors import (
     ValidationFailed,
 )
 from triggers_common.models import format_timestamp, utc_now
-from triggers_common.request_metrics import RequestTimer
+from triggers_common.request_metrics import RequestTimer, RouteLatency
 from triggers_common.settings import Settings
 
 log = logging.getLogger("triggers.http")
@@ -118,9 +130,8 @@ def header(scope: Any, name: bytes) -> str | None:
     return None
 
 
-def api_key(request: Request[Any, Any, Any]) -> str | None:
+def api_key(scope: Any) -> str | None:
     """The key from ``X-API-Key``, or from ``Authorization: Bearer``."""
-    scope = request.scope
     key = header(scope, b"x-api-key")
     if key:
         return key
@@ -134,17 +145,20 @@ def json_response(body: bytes, status_code: int = 200, headers: dict[str, str] |
     return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
 
 
+def _with_request_headers(scope: Any, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus what every response carries: ``X-Request-ID``, and the ``X-RateLimit-*`` headers the
+    access check left in the scope (unless the response already has them, as a 429 does)."""
+    headers.append((b"x-request-id", request_id(scope).encode("latin-1")))
+    limits: dict[str, str] | None = scope.get(RATE_LIMIT_HEADERS)
+    if limits:
+        present = {name for name, _ in headers}
+        headers.extend((k.lower().encode(), v.encode()) for k, v in limits.items() if k.lower().encode() not in present)
+    return headers
+
+
 async def _add_request_id(message: Message, scope: Scope) -> None:
     if message["type"] == "http.response.start":
-        headers = list(message.get("headers", []))
-        headers.append((b"x-request-id", request_id(scope).encode("latin-1")))
-        limits: dict[str, str] | None = scope.get(RATE_LIMIT_HEADERS)  # type: ignore[assignment]
-        if limits:
-            present = {name for name, _ in headers}
-            headers.extend(
-                (k.lower().encode(), v.encode()) for k, v in limits.items() if k.lower().encode() not in present
-            )
-        message["headers"] = headers
+        message["headers"] = _with_request_headers(scope, list(message.get("headers", [])))
 
 
 def _as_triggers_error(request: Request[Any, Any, Any], exc: Exception) -> TriggersError:
@@ -170,23 +184,169 @@ def _as_triggers_error(request: Request[Any, Any, Any], exc: Exception) -> Trigg
         generic = TriggersError(str(exc.detail) if status < 500 else None)
         generic.status_code = status  # type: ignore[misc]
         return generic
+    return _as_api_error(request.scope, exc)
+
+
+def _as_api_error(scope: Any, exc: Exception) -> TriggersError:
+    """Any exception but Litestar's own as the error the client sees."""
+    if isinstance(exc, TriggersError):
+        return exc
     if isinstance(exc, asyncpg.TransactionRollbackError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         # A deadlock or serialization failure (nothing was done: the transaction rolled back), or Postgres
         # out of reach: the client may simply try again.
-        log.warning("database unavailable", extra={"request_id": request_id(request), "error": repr(exc)})
+        log.warning("database unavailable", extra={"request_id": request_id(scope), "error": repr(exc)})
         return ServiceUnavailable("Database unavailable, retry later")
     if isinstance(exc, OSError | TimeoutError):
-        log.warning("dependency unreachable", extra={"request_id": request_id(request), "error": repr(exc)})
+        log.warning("dependency unreachable", extra={"request_id": request_id(scope), "error": repr(exc)})
         return ServiceUnavailable()
-    log.exception("unhandled error", extra={"request_id": request_id(request), "path": request.url.path})
+    log.exception("unhandled error", extra={"request_id": request_id(scope), "path": scope["path"]})
     return TriggersError()
 
 
+def _envelope(scope: Any, err: TriggersError) -> bytes:
+    return encode(ErrorEnvelope(ErrorBody(err.code, err.message, err.details, request_id(scope))))
+
+
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """The one place an exception becomes the API's error envelope."""
+    """The one place an exception becomes the API's error envelope (for direct routes too: see
+    :class:`DirectRoute`)."""
     err = _as_triggers_error(request, exc)
-    body = ErrorEnvelope(ErrorBody(err.code, err.message, err.details, request_id(request)))
-    return json_response(encode(body), err.status_code, err.headers or None)
+    return json_response(_envelope(request.scope, err), err.status_code, err.headers or None)
+
+
+class Answer(NamedTuple):
+    """What a :func:`direct_post` handler answers: status, JSON body and any headers of its own."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+
+
+DirectHandler = Callable[[Any, bytes], Awaitable[Answer]]
+"""``handler(scope, body)``: the request's ASGI scope and its whole body."""
+_DIRECT = "triggers.direct"
+
+
+def direct_post(path: str, handler: DirectHandler, **options: Any) -> HTTPRouteHandler:
+    """A POST route whose work is ``handler``, for the hottest routes (ingest). :class:`App` answers its POSTs
+    straight from the ASGI call: Litestar's request, signature model, middleware and response objects cost, per
+    request, about as much CPU as ingest's own work. What they do that matters here is done alike, and in one
+    place with the other routes: the error envelope, ``X-Request-ID``, the rate-limit headers, CORS headers, the
+    body size limit (``request_max_body_size``) and the request latency metric. Litestar still owns the route
+    for everything else: other methods (405), the CORS preflight, the OpenAPI document (``options`` are those of
+    :func:`litestar.post`); and it answers a POST alike should one reach it."""
+
+    async def via_litestar(request: Request[Any, Any, Any]) -> Response[bytes]:
+        answer = await handler(request.scope, await request.body())
+        return json_response(answer.body, answer.status, answer.headers)
+
+    via_litestar.__name__ = via_litestar.__qualname__ = handler.__name__
+    via_litestar.__doc__ = handler.__doc__
+    opt = {**options.pop("opt", {}), _DIRECT: handler}
+    return post(path, opt=opt, **options)(via_litestar)
+
+
+class DirectRoute:
+    """How :class:`App` serves one :func:`direct_post` route."""
+
+    __slots__ = ("handler", "latency", "max_body_bytes")
+
+    def __init__(self, handler: DirectHandler, max_body_bytes: int, latency: RouteLatency | None) -> None:
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self.latency = latency
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            body = await self._body(scope, receive)
+            if body is None:
+                return  # the client went away
+            answer = await self.handler(scope, body)
+        except Exception as exc:
+            err = _as_api_error(scope, exc)
+            answer = Answer(err.status_code, _envelope(scope, err), err.headers or None)
+        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(answer.body)).encode())]
+        if answer.headers:
+            headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
+        origin = header(scope, b"origin")
+        if origin:
+            headers.extend(_cors_headers(scope, origin))
+        start: Any = {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": _with_request_headers(scope, headers),
+        }
+        await send(start)
+        if self.latency is not None:
+            self.latency.observe(answer.status, time.perf_counter() - started)
+        end: Any = {"type": "http.response.body", "body": answer.body}
+        await send(end)
+
+    async def _body(self, scope: Any, receive: Receive) -> bytes | None:
+        """The whole body, or None if the client disconnected; 413 as soon as it is known to be too large."""
+        limit = self.max_body_bytes
+        declared = header(scope, b"content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge("Request body too large", {"limit_bytes": limit, "actual_bytes": int(declared)})
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge("Request body too large", {"limit_bytes": limit, "actual_bytes": None})
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _cors_headers(scope: Any, origin: str) -> list[tuple[bytes, bytes]]:
+    """The CORS headers of an actual (not preflight) request from ``origin``, as Litestar's middleware sets them."""
+    headers = dict(CORS.simple_headers)
+    if (CORS.is_allow_all_origins and header(scope, b"cookie") is not None) or (
+        not CORS.is_allow_all_origins and CORS.is_origin_allowed(origin)
+    ):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class App(Litestar):
+    """Litestar, answering the :func:`direct_post` routes itself (see there)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct: dict[str, DirectRoute] = {}
+
+    def serve_direct(self, timer: RequestTimer | None) -> None:
+        """Find the :func:`direct_post` routes; from now on, their POSTs bypass Litestar."""
+        for route in self.routes:
+            if isinstance(route, HTTPRoute) and "POST" in route.route_handler_map:
+                handler = route.route_handler_map["POST"][0]
+                if _DIRECT in handler.opt:
+                    limit = handler.resolve_request_max_body_size()
+                    if limit is None:
+                        raise ValueError(f"{route.path}: a direct route needs request_max_body_size")
+                    latency = timer.latency(handler) if timer else None
+                    self.direct[route.path] = DirectRoute(handler.opt[_DIRECT], limit, latency)
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        s: Any = scope
+        if s["type"] == "http" and s["method"] == "POST":
+            direct = self.direct.get(s["path"])
+            if direct is not None:
+                await direct(s, receive, send)  # type: ignore[arg-type]
+                return
+        await super().__call__(scope, receive, send)
 
 
 _collectors: list[Collector] = []
@@ -321,13 +481,13 @@ def build_app(
     ready_checks: Callable[[], Awaitable[dict[str, bool]]],
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
-) -> Litestar:
+) -> App:
     """One Litestar app serving the given components side by side (``--target all`` is just all of them)."""
     routes: list[ControllerRouterHandler] = [*health_routes(settings, ready_checks)]
     for component in components:
         routes.extend(component.routes)
     timer = RequestTimer() if metrics_switch.ENABLED else None
-    app = Litestar(
+    app = App(
         route_handlers=routes,
         exception_handlers={Exception: error_response},
         before_request=timer.start if timer else None,
@@ -347,4 +507,5 @@ def build_app(
     )
     if timer:
         timer.bind(app)
+    app.serve_direct(timer)
     return app

@@ -8,7 +8,9 @@ middleware would add an exception handler and a ``send`` closure per request).
 
 The clock starts in the app's ``before_request`` hook (after routing, before the handler reads anything) and
 stops in its ``before_send`` hook when the response starts. Requests that match no route (404, 405) and the
-undocumented routes (CORS ``OPTIONS``, ``/docs``, ``/openapi.json``) are not counted.
+undocumented routes (CORS ``OPTIONS``, ``/docs``, ``/openapi.json``) are not counted. Direct routes
+(``http.direct_post``) run no hooks: they observe their :meth:`RequestTimer.latency` children themselves, over
+the same span of the request.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ REQUEST_SECONDS = Histogram(
 _STARTED = "triggers.request_started"
 
 
-class _RouteLatency:
+class RouteLatency:
     """The children of one route handler, one per status class, bound once."""
 
     __slots__ = ("by_class", "method", "route")
@@ -51,7 +53,7 @@ class RequestTimer:
     """Times the requests of one app's documented routes; ``start`` and ``stop`` are the app's hooks."""
 
     def __init__(self) -> None:
-        self._routes: dict[Any, _RouteLatency] = {}
+        self._routes: dict[Any, RouteLatency] = {}
 
     def bind(self, app: Litestar) -> None:
         """Resolve every documented route handler of ``app`` to its children, once, before it serves."""
@@ -59,7 +61,11 @@ class RequestTimer:
             if isinstance(route, HTTPRoute):
                 for method, (handler, _) in route.route_handler_map.items():
                     if handler.resolve_include_in_schema():
-                        self._routes[handler] = _RouteLatency(route.path_format, method)
+                        self._routes[handler] = RouteLatency(route.path_format, method)
+
+    def latency(self, handler: Any) -> RouteLatency | None:
+        """The children of ``handler``, for a route served without the hooks (see ``http.direct_post``)."""
+        return self._routes.get(handler)
 
     async def start(self, request: Request[Any, Any, Any]) -> None:
         scope: Any = request.scope
