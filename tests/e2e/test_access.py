@@ -148,8 +148,11 @@ async def test_one_limit_across_two_replicas(replicas: list[Server], pool: Pool)
     # ran gets through (how much of the refill is used depends on when the last requests happen to be served).
     most = limit + limit / 60 * elapsed
     assert 0.9 * limit <= accepted <= 1.1 * most, (accepted, limit, most)
-    by_replica = [sum(r.status_code == 201 for r in responses[i::2]) for i in range(2)]
-    assert min(by_replica) > 0.3 * accepted  # both replicas drew from the one bucket
+    # Both replicas drew from the one bucket: each accepted some of its 600 and refused others, where a bucket of
+    # 600 per replica would have taken all of them. How the bucket splits between the two depends on which one
+    # happens to be faster, so the split itself is not asserted.
+    by_replica = [[r.status_code for r in responses[i::2]] for i in range(2)]
+    assert all(201 in seen and 429 in seen for seen in by_replica), [sorted(set(seen)) for seen in by_replica]
 
 
 async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(replicas: list[Server], pool: Pool) -> None:
