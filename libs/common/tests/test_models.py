@@ -50,6 +50,12 @@ def test_the_clock_second_is_formatted_afresh_when_it_changes() -> None:
     for ns in (1_795_000_000_999_999_999, 1_795_000_001_000_000_000, 1_000_000_000, 1_795_000_000_000_000_000):
         created = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
         assert new_event_ids(1, ns)[0][1] == format_timestamp(created)
+    ns = 1_795_000_000_999_998_000  # a bulk request's ids across a second's end
+    for i, (text, created_at) in enumerate(new_event_ids(3000, ns)):
+        created = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000 + i)
+        assert created_at == format_timestamp(created)
+        assert uuid7_time(uuid.UUID(text)) == created.replace(microsecond=created.microsecond // 1000 * 1000)
+        assert int(text[15:18], 16) == created.microsecond % 1000  # the 12 bits after the version
 
 
 def test_timestamps_are_utc_z_with_microseconds() -> None:

@@ -5,7 +5,7 @@ from triggers_common.http import require_json
 from triggers_common.models import new_event_ids
 from triggers_ingest.publish import to_record
 from triggers_ingest.routes import traceparent
-from triggers_ingest.validation import idempotency_header, parse_bulk, parse_event, request_hash
+from triggers_ingest.validation import NewEvent, idempotency_header, parse_bulk, parse_event, request_hash
 
 LIMIT = 409_600
 
@@ -113,10 +113,37 @@ def test_bulk_items_report_their_index() -> None:
     assert caught.value.details["validation_errors"][0]["field"] == "body.items.7.source"
     for envelope in (b'{"items":[]}', b'{"items":{}}', b'{"things":[{}]}', b"[]"):
         with pytest.raises(ValidationFailed):
-            parse_bulk(envelope, 1000)
+            parse_bulk(envelope, 1000, LIMIT)
     with pytest.raises(ValidationFailed):
-        parse_bulk(b'{"items":[' + b",".join([b"{}"] * 3) + b"]}", 2)
-    assert len(parse_bulk(b'{"items":[1,{"a":2}]}', 2)) == 2
+        parse_bulk(b'{"items":[' + b",".join([b"{}"] * 3) + b"]}", 2, LIMIT)
+    assert len(parse_bulk(b'{"items":[1,{"a":2}]}', 2, LIMIT)) == 2
+
+
+def test_bulk_items_are_checked_like_single_events() -> None:
+    items = [
+        b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"idempotency_key":"k","priority":"high"}}',
+        b'{"source":" ","event_type":"t","payload":{"a":1}}',
+        b'{"source":"s","event_type":"t","payload":[1]}',
+        b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"priority":"urgent","idempotency_key":7}}',
+        b'{"source":"s","event_type":"t","payload":{"big":"' + b"x" * LIMIT + b'"}}',
+        b'{ "source" : "s" , "event_type" : "t" , "payload" : { "a" : [ 1 , 2 ] } }',
+    ]
+
+    def outcome(result: object) -> object:
+        return result.details if isinstance(result, ValidationFailed | PayloadTooLarge) else result
+
+    def expected(item: bytes, index: int) -> object:
+        try:
+            return parse_event(item, LIMIT, f"body.items.{index}")
+        except (ValidationFailed, PayloadTooLarge) as exc:
+            return exc.details
+
+    # every item has the shape of an event (decoded in one pass), then one that has not (each item alone)
+    for extra in ([], [b'{"source":"s"}', b"[1]"]):
+        bulk = b'{"items":[' + b",".join(items + extra) + b"]}"
+        results = [outcome(r) for r in parse_bulk(bulk, 1000, LIMIT)]
+        assert results == [expected(item, i) for i, item in enumerate(items + extra)]
+    assert isinstance(parse_bulk(b'{"items":[' + b",".join(items) + b"]}", 1000, LIMIT)[0], NewEvent)
 
 
 def test_idempotency_header_and_request_hash() -> None:

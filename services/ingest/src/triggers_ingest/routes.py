@@ -10,7 +10,7 @@ import msgspec
 from litestar.types import ControllerRouterHandler
 from opentelemetry.trace import Span
 from prometheus_client import Counter
-from triggers_common.errors import BulkFailure, PayloadTooLarge, TriggersError, ValidationFailed
+from triggers_common.errors import BulkFailure, TriggersError
 from triggers_common.http import Answer, direct_post, encode, header, media_type, request_id, require_json
 from triggers_common.openapi import Doc, Param
 from triggers_common.runtime import Runtime
@@ -172,14 +172,13 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
     async def accept_bulk(scope: Any, body: bytes, trace: bytes, span: Span | None) -> Answer:
         principal = await rt.access.authorize(scope, "events:write", body)
         require_json(header(scope, b"content-type"))
-        items = parse_bulk(body, settings.bulk_max_items)
         failed: list[BulkFailure] = []
-        valid: list[tuple[int, Any]] = []
-        for index, raw in enumerate(items):
-            try:
-                valid.append((index, parse_event(bytes(raw), settings.max_payload_bytes, f"body.items.{index}")))
-            except (ValidationFailed, PayloadTooLarge) as exc:
-                failed.append(BulkFailure.of(index, exc))
+        valid: list[tuple[int, NewEvent]] = []
+        for index, item in enumerate(parse_bulk(body, settings.bulk_max_items, settings.max_payload_bytes)):
+            if isinstance(item, NewEvent):
+                valid.append((index, item))
+            else:
+                failed.append(BulkFailure.of(index, item))
         answers = await publisher.publish(principal.tenant_id, [e for _, e in valid], trace)
         successful: list[BulkSuccess] = []
         for (index, _), answer in zip(valid, answers, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -97,31 +97,40 @@ def describe_validation_error(exc: msgspec.ValidationError, prefix: str = "body"
     return _error(field, text.replace("`", "'"), "type_error")
 
 
-def _name(value: str, field: str, errors: list[dict[str, str]]) -> str:
+def _name(value: str, at: str, name: str, errors: list[dict[str, str]]) -> str:
     trimmed = value.strip()
     if not trimmed:
-        errors.append(_error(field, "Must not be blank", "value_error"))
+        errors.append(_error(f"{at}.{name}", "Must not be blank", "value_error"))
     elif "\x00" in trimmed:  # Postgres text cannot hold NUL; accepting it would lose the event later
-        errors.append(_error(field, "Must not contain NUL characters", "value_error"))
+        errors.append(_error(f"{at}.{name}", "Must not contain NUL characters", "value_error"))
     elif len(trimmed) > MAX_NAME:
-        errors.append(_error(field, f"Must be at most {MAX_NAME} characters", "value_error"))
+        errors.append(_error(f"{at}.{name}", f"Must be at most {MAX_NAME} characters", "value_error"))
     return trimmed
+
+
+class _KnownMetadata(msgspec.Struct):
+    """The metadata keys the API gives a meaning to; the others are the client's and are not looked at."""
+
+    idempotency_key: Any = None
+    priority: Any = None
+    correlation_id: Any = None
+
+
+_decode_metadata = msgspec.json.Decoder(_KnownMetadata).decode
 
 
 def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
     """Checks the known metadata keys; returns the idempotency key if one is given."""
     try:
-        metadata = _decode_object(raw)
+        metadata = _decode_metadata(raw)
     except msgspec.ValidationError:
         errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
         return None
-    priority = metadata.get("priority")
-    if priority is not None and priority not in PRIORITIES:
+    if metadata.priority is not None and metadata.priority not in PRIORITIES:
         errors.append(_error(f"{at}.metadata.priority", "Must be one of: low, normal, high", "value_error"))
-    correlation = metadata.get("correlation_id")
-    if correlation is not None and not isinstance(correlation, str):
+    if metadata.correlation_id is not None and not isinstance(metadata.correlation_id, str):
         errors.append(_error(f"{at}.metadata.correlation_id", "Expected 'str'", "type_error"))
-    key = metadata.get("idempotency_key")
+    key = metadata.idempotency_key
     if key is None:
         return None
     if not isinstance(key, str):
@@ -140,11 +149,14 @@ def parse_event(body: bytes, max_payload_bytes: int, at: str = "body") -> NewEve
 
     ``at`` is where the event sits in the request, for error fields (``body.items.3`` in a bulk request).
     """
-    parsed = _decode(_decode_body, body, at)
+    return _event(_decode(_decode_body, body, at), max_payload_bytes, at)
 
+
+def _event(parsed: _Body, max_payload_bytes: int, at: str) -> NewEvent:
+    """The checks of :func:`parse_event` that follow decoding."""
     errors: list[dict[str, str]] = []
-    source = _name(parsed.source, f"{at}.source", errors)
-    event_type = _name(parsed.event_type, f"{at}.event_type", errors)
+    source = _name(parsed.source, at, "source", errors)
+    event_type = _name(parsed.event_type, at, "event_type", errors)
 
     payload = msgspec.json.format(parsed.payload, indent=-1)
     if len(payload) > max_payload_bytes:
@@ -200,15 +212,39 @@ class _Bulk(msgspec.Struct, forbid_unknown_fields=True):
     items: list[msgspec.Raw]
 
 
+class _WellFormedBulk(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[_Body]
+
+
 _decode_bulk = msgspec.json.Decoder(_Bulk).decode
+_decode_well_formed_bulk = msgspec.json.Decoder(_WellFormedBulk).decode
 
 
-def parse_bulk(body: bytes, max_items: int) -> list[msgspec.Raw]:
-    """The envelope of a bulk request: ``{"items": [...]}`` with 1..max_items entries, each checked later."""
-    items = _decode(_decode_bulk, body).items
+def parse_bulk(
+    body: bytes, max_items: int, max_payload_bytes: int
+) -> list[NewEvent | ValidationFailed | PayloadTooLarge]:
+    """A bulk request (``{"items": [...]}`` with 1..max_items entries): each item's event, or why it is refused.
+
+    Usually every item has the shape of an event, and one decoding of the whole body reads them all. Otherwise
+    the envelope is decoded first (its own errors fail the request) and then each item alone, so that one bad
+    item does not take the others with it. Either way each item gets the checks of :func:`parse_event`.
+    """
+    try:
+        body.decode()  # as in _decode: msgspec lets invalid UTF-8 through inside raw values
+        items: Sequence[_Body | msgspec.Raw] = _decode_well_formed_bulk(body).items
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        items = _decode(_decode_bulk, body).items
     if not 1 <= len(items) <= max_items:
         raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
-    return items
+    events: list[NewEvent | ValidationFailed | PayloadTooLarge] = []
+    for index, item in enumerate(items):
+        at = f"body.items.{index}"
+        try:
+            parsed = item if isinstance(item, _Body) else _decode(_decode_body, bytes(item), at)
+            events.append(_event(parsed, max_payload_bytes, at))
+        except (ValidationFailed, PayloadTooLarge) as exc:
+            events.append(exc)
+    return events
 
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
