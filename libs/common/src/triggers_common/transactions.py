@@ -19,11 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiokafka.errors as errors
+import cramjam
 from aiokafka.client import AIOKafkaClient, ConnectionGroup, CoordinationType
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.protocol.transaction import AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 from prometheus_client import Histogram
 
@@ -59,6 +61,13 @@ ceiling bounds what single events wait while big (bulk) transactions are committ
 BATCH_BYTES = 256 * 1024
 """At most this much (before compression) in one partition's batch; a bigger group takes several requests."""
 LZ4 = 3
+_NO_COMPRESSION = 0
+# Where a record batch's fields are (Kafka's RecordBatch format v2): the length counts the bytes after itself,
+# the CRC-32C covers everything from the attributes on, and the records follow the 61-byte header.
+_LENGTH = 8
+_CRC = 17
+_ATTRIBUTES = 21
+_BATCH_HEADER = 61
 SEQUENCE_MODULUS = 2**31
 """Kafka's producer sequence numbers wrap around to 0 after the largest int32."""
 BUSY_BACKOFF_S = 0.005
@@ -68,6 +77,34 @@ _BUSY = frozenset({errors.ConcurrentTransactions, errors.CoordinatorLoadInProgre
 _MOVED = frozenset({errors.CoordinatorNotAvailableError, errors.NotCoordinatorError})
 _UNREACHABLE = -100
 """Stands for a partition's error code when its leader could not be reached (whether it appended is unknown)."""
+
+
+def record_batch(records: list[Record], producer_id: int, epoch: int, sequence: int) -> tuple[bytearray, int]:
+    """A transactional record batch (format v2) of the first ``records`` that fit in ``BATCH_BYTES``,
+    LZ4-compressed, and how many records it holds.
+
+    aiokafka's builder lays the batch out; the compression is done here, because aiokafka compresses LZ4 at
+    level 9, which LZ4 does in its slow high-compression mode: 15 times the CPU of its fast mode (0.72 against
+    0.05 ms for 500 events) for 0-2 % smaller batches. Kafka's own Java client uses the fast mode by default.
+    """
+    builder = DefaultRecordBatchBuilder(2, _NO_COMPRESSION, 1, producer_id, epoch, sequence, BATCH_BYTES)
+    count = 0
+    for key, value, headers in records:
+        if builder.append(count, None, key=key, value=value, headers=headers) is None:
+            break  # full; the first record always fits
+        count += 1
+    batch = builder.build()
+    compressor = cramjam.lz4.Compressor(level=0, content_checksum=False, block_linked=False)  # Kafka's framing
+    compressor.compress(bytes(memoryview(batch)[_BATCH_HEADER:]))
+    records_lz4 = compressor.finish()
+    if len(records_lz4) >= len(batch) - _BATCH_HEADER:
+        return batch, count  # nothing gained: sent as it is
+    compressed = batch[:_BATCH_HEADER] + bytes(records_lz4)
+    attributes = int.from_bytes(compressed[_ATTRIBUTES : _ATTRIBUTES + 2], "big") | LZ4
+    compressed[_ATTRIBUTES : _ATTRIBUTES + 2] = attributes.to_bytes(2, "big")
+    compressed[_LENGTH : _LENGTH + 4] = (len(compressed) - _LENGTH - 4).to_bytes(4, "big")
+    compressed[_CRC : _CRC + 4] = calc_crc32c(memoryview(compressed)[_ATTRIBUTES:]).to_bytes(4, "big")
+    return compressed, count
 
 
 class _Pending:
@@ -241,15 +278,7 @@ class _Lane:
 
     def _batch(self, partition: int, records: list[Record]) -> tuple[bytearray, int]:
         """The next batch of ``records`` for ``partition`` (as many as fit), and how many records it holds."""
-        builder = DefaultRecordBatchBuilder(
-            2, LZ4, 1, self._producer_id, self._epoch, self._sequences[partition], BATCH_BYTES
-        )
-        count = 0
-        for key, value, headers in records:
-            if builder.append(count, None, key=key, value=value, headers=headers) is None:
-                break  # full; the first record always fits
-            count += 1
-        return builder.build(), count
+        return record_batch(records, self._producer_id, self._epoch, self._sequences[partition])
 
     async def _send_batches(self, leader: int, batches: dict[int, bytearray]) -> dict[int, int]:
         """Each partition's error code (0 when acknowledged by every in-sync replica)."""
