@@ -119,6 +119,18 @@ def test_bulk_items_report_their_index() -> None:
     assert len(parse_bulk(b'{"items":[1,{"a":2}]}', 2, LIMIT)) == 2
 
 
+def test_metadata_must_decode_as_the_consumers_will_decode_it() -> None:
+    cases = {
+        b"[1]": ("Expected 'object' or null", "type_error"),
+        b'{"x":1e400}': ("Number out of range", "value_error"),
+    }
+    for metadata, (message, kind) in cases.items():
+        with pytest.raises(ValidationFailed) as caught:
+            parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":' + metadata + b"}", LIMIT)
+        error = {"field": "body.metadata", "message": message, "type": kind}
+        assert caught.value.details["validation_errors"] == [error]
+
+
 def test_bulk_items_are_checked_like_single_events() -> None:
     items = [
         b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"idempotency_key":"k","priority":"high"}}',

@@ -108,29 +108,23 @@ def _name(value: str, at: str, name: str, errors: list[dict[str, str]]) -> str:
     return trimmed
 
 
-class _KnownMetadata(msgspec.Struct):
-    """The metadata keys the API gives a meaning to; the others are the client's and are not looked at."""
-
-    idempotency_key: Any = None
-    priority: Any = None
-    correlation_id: Any = None
-
-
-_decode_metadata = msgspec.json.Decoder(_KnownMetadata).decode
-
-
 def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
     """Checks the known metadata keys; returns the idempotency key if one is given."""
     try:
-        metadata = _decode_metadata(raw)
-    except msgspec.ValidationError:
-        errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
+        metadata = _decode_object(raw)  # all of it: what the consumers decode must decode here
+    except msgspec.ValidationError as exc:
+        if str(exc).startswith("Expected"):
+            errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
+        else:  # e.g. a number beyond a double's range, which the consumers could not read
+            errors.append(_error(f"{at}.metadata", _AT.sub("", str(exc)), "value_error"))
         return None
-    if metadata.priority is not None and metadata.priority not in PRIORITIES:
+    priority = metadata.get("priority")
+    if priority is not None and priority not in PRIORITIES:
         errors.append(_error(f"{at}.metadata.priority", "Must be one of: low, normal, high", "value_error"))
-    if metadata.correlation_id is not None and not isinstance(metadata.correlation_id, str):
+    correlation = metadata.get("correlation_id")
+    if correlation is not None and not isinstance(correlation, str):
         errors.append(_error(f"{at}.metadata.correlation_id", "Expected 'str'", "type_error"))
-    key = metadata.idempotency_key
+    key = metadata.get("idempotency_key")
     if key is None:
         return None
     if not isinstance(key, str):
