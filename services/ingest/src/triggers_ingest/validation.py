@@ -113,10 +113,11 @@ def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
     try:
         metadata = _decode_object(raw)  # all of it: what the consumers decode must decode here
     except msgspec.ValidationError as exc:
-        if str(exc).startswith("Expected"):
+        text = str(exc)
+        if text.startswith("Expected"):
             errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
         else:  # e.g. a number beyond a double's range, which the consumers could not read
-            errors.append(_error(f"{at}.metadata", _AT.sub("", str(exc)), "value_error"))
+            errors.append(_error(f"{at}.metadata", _AT.sub("", text), "value_error"))
         return None
     priority = metadata.get("priority")
     if priority is not None and priority not in PRIORITIES:
@@ -224,9 +225,8 @@ def parse_bulk(
     item does not take the others with it. Either way each item gets the checks of :func:`parse_event`.
     """
     try:
-        body.decode()  # as in _decode: msgspec lets invalid UTF-8 through inside raw values
-        items: Sequence[_Body | msgspec.Raw] = _decode_well_formed_bulk(body).items
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        items: Sequence[_Body | msgspec.Raw] = _decode(_decode_well_formed_bulk, body).items
+    except ValidationFailed:  # an item not shaped like an event, or a bad envelope: this tells which
         items = _decode(_decode_bulk, body).items
     if not 1 <= len(items) <= max_items:
         raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
