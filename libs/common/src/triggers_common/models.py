@@ -54,7 +54,13 @@ def format_timestamp(moment: datetime) -> str:
 
 def parse_timestamp(text: str) -> datetime:
     """Inverse of :func:`format_timestamp` (accepts any ISO 8601 instant with an offset)."""
-    moment = datetime.fromisoformat(text)
+    return as_utc(datetime.fromisoformat(text))
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; ValueError if it has no offset, since it then names no instant."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None:
         raise ValueError("timestamp without a UTC offset")
     return moment.astimezone(UTC)

@@ -8,6 +8,7 @@ id (``analytics_counted``), and a transition counts once per event (``analytics_
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -15,7 +16,7 @@ import msgspec
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 from triggers_common.kafka import BatchConsumer, Rejected
-from triggers_common.models import EventStatusRecord, parse_timestamp, uuid7_time
+from triggers_common.models import EventStatusRecord, as_utc, parse_timestamp, uuid7_time
 from triggers_common.runtime import Runtime
 from triggers_common.telemetry import consumer_span_attributes, record_spans
 
@@ -28,7 +29,7 @@ class _EventFields(msgspec.Struct):
 
     event_id: uuid.UUID
     tenant_id: str
-    created_at: str
+    created_at: datetime
     source: str
     event_type: str
 
@@ -45,7 +46,7 @@ COUNTED_STATUSES = ("acknowledged", "deleted")
 
 def decode_event(value: bytes) -> store.CountedEvent:
     e = _decode_event(value)
-    return store.CountedEvent(e.event_id, e.tenant_id, hour_of(parse_timestamp(e.created_at)), e.source, e.event_type)
+    return store.CountedEvent(e.event_id, e.tenant_id, hour_of(as_utc(e.created_at)), e.source, e.event_type)
 
 
 def decode_transition(value: bytes) -> Transition | None:

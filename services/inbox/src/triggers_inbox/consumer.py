@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -11,13 +12,33 @@ import msgspec
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Histogram
 from triggers_common.kafka import BatchConsumer, Rejected
-from triggers_common.models import PRIORITIES, event_record_decoder, parse_timestamp
+from triggers_common.models import NULL, PRIORITIES, as_utc
 from triggers_common.runtime import Runtime
 from triggers_common.telemetry import consumer_span_attributes, record_spans
 
 from triggers_inbox.store import NewRow, insert_events
 
-_decode_metadata = msgspec.json.Decoder(dict[str, Any]).decode
+
+class _RowFields(msgspec.Struct):
+    """The fields of an event record (``EventRecord``) that make its inbox row, ids and times decoded as such."""
+
+    event_id: uuid.UUID
+    tenant_id: str
+    created_at: datetime
+    source: str
+    event_type: str
+    payload: msgspec.Raw
+    metadata: msgspec.Raw = NULL
+
+
+class _Priority(msgspec.Struct):
+    """The one metadata key the inbox reads (the others are skipped, not decoded)."""
+
+    priority: Any = None
+
+
+_decode_row = msgspec.json.Decoder(_RowFields).decode
+_decode_priority = msgspec.json.Decoder(_Priority).decode
 WRITE_SECONDS = Histogram(
     "triggers_inbox_write_seconds",
     "Time to write one consumed batch to Postgres (one transaction)",
@@ -27,20 +48,21 @@ WRITE_SECONDS = Histogram(
 
 def decode_event(value: bytes) -> NewRow:
     """A Kafka record as an inbox row; anything malformed raises and is dead-lettered by the consumer."""
-    record = event_record_decoder.decode(value)
+    record = _decode_row(value)
     priority = "normal"
-    metadata = bytes(record.metadata) if bytes(record.metadata) != b"null" else None
-    if metadata is not None:
-        given = _decode_metadata(metadata).get("priority")
+    metadata: bytes | None = None
+    if (raw := bytes(record.metadata)) != b"null":
+        metadata = raw
+        given = _decode_priority(raw).priority
         if given in PRIORITIES:
             priority = given
     payload = bytes(record.payload)
     if payload[:1] != b"{":
         raise ValueError("payload is not a JSON object")
     return NewRow(
-        event_id=uuid.UUID(record.event_id),
+        event_id=record.event_id,
         tenant_id=record.tenant_id,
-        created_at=parse_timestamp(record.created_at),
+        created_at=as_utc(record.created_at),
         source=record.source,
         event_type=record.event_type,
         priority=priority,
