@@ -119,7 +119,7 @@ def test_bulk_items_report_their_index() -> None:
     assert len(parse_bulk(b'{"items":[1,{"a":2}]}', 2, LIMIT)) == 2
 
 
-def test_metadata_must_decode_as_the_consumers_will_decode_it() -> None:
+def test_metadata_must_be_an_object_whose_numbers_a_reader_can_hold() -> None:
     cases = {
         b"[1]": ("Expected 'object' or null", "type_error"),
         b'{"x":1e400}': ("Number out of range", "value_error"),

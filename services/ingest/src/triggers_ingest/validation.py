@@ -111,12 +111,12 @@ def _name(value: str, at: str, name: str, errors: list[dict[str, str]]) -> str:
 def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
     """Checks the known metadata keys; returns the idempotency key if one is given."""
     try:
-        metadata = _decode_object(raw)  # all of it: what the consumers decode must decode here
+        metadata = _decode_object(raw)  # all of it: every value must be one a JSON reader can hold
     except msgspec.ValidationError as exc:
         text = str(exc)
         if text.startswith("Expected"):
             errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
-        else:  # e.g. a number beyond a double's range, which the consumers could not read
+        else:  # e.g. a number beyond a double's range, which readers of the inbox and webhooks could not hold
             errors.append(_error(f"{at}.metadata", _AT.sub("", text), "value_error"))
         return None
     priority = metadata.get("priority")
