@@ -40,8 +40,8 @@ class Accepted(msgspec.Struct):
     event_id: str
 
 
-_decoder = msgspec.json.Decoder(Event)
-_encoder = msgspec.json.Encoder()
+decoder = msgspec.json.Decoder(Event)
+encoder = msgspec.json.Encoder()
 
 
 def _bootstrap() -> str:
@@ -63,8 +63,8 @@ async def ensure_topic(bootstrap: str) -> None:
         await admin.close()
 
 
-@contextlib.asynccontextmanager
-async def kafka(app: Litestar) -> AsyncIterator[None]:
+async def start_producer() -> AIOKafkaProducer:
+    """The topic, and a started producer that already has its metadata (so the first POST does not wait)."""
     bootstrap = _bootstrap()
     await ensure_topic(bootstrap)
     producer = AIOKafkaProducer(
@@ -77,7 +77,17 @@ async def kafka(app: Litestar) -> AsyncIterator[None]:
     )
     await producer.start()
     try:
-        await producer.partitions_for(TOPIC)  # the topic's metadata, so the first POST does not wait for it
+        await producer.partitions_for(TOPIC)
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
+@contextlib.asynccontextmanager
+async def kafka(app: Litestar) -> AsyncIterator[None]:
+    producer = await start_producer()
+    try:
         app.state.producer = producer
         yield
     finally:
@@ -88,12 +98,12 @@ async def kafka(app: Litestar) -> AsyncIterator[None]:
 async def ingest(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await request.body()
     try:
-        _decoder.decode(body)
+        decoder.decode(body)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        return Response(_encoder.encode({"error": str(exc)}), status_code=400, media_type=MediaType.JSON)
+        return Response(encoder.encode({"error": str(exc)}), status_code=400, media_type=MediaType.JSON)
     producer: AIOKafkaProducer = request.app.state.producer
     await (await producer.send(TOPIC, body))
-    return Response(_encoder.encode(Accepted(str(uuid.uuid4()))), status_code=201, media_type=MediaType.JSON)
+    return Response(encoder.encode(Accepted(str(uuid.uuid4()))), status_code=201, media_type=MediaType.JSON)
 
 
 @get("/ping", media_type=MediaType.TEXT)

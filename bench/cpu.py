@@ -4,7 +4,8 @@ Everything runs on one machine, so a phase's throughput is bounded by the CPU al
 the gateway's processes, the broker, Postgres and the load generator. ``snapshot()`` before and after a
 phase, and ``per_request()`` turns the difference into microseconds of CPU per answered request.
 
-Groups: ``gateway`` (every ``triggers run`` process and its workers), ``baseline`` (bench/baseline_app.py),
+Groups: ``gateway`` (every ``triggers run`` process and its workers), ``baseline`` (the reference apps,
+bench/baseline_app.py and bench/floor_app.py, which never run at once),
 ``broker`` (the Kafka JVM), ``postgres`` (every Postgres backend and helper). A process that exits between
 two snapshots is not counted; wrk is (it is a child of the harness, measured through getrusage instead).
 """
@@ -23,7 +24,7 @@ def _own_group(cmdline: str, comm: str) -> str | None:
         return "broker"
     if comm == "postgres":
         return "postgres"
-    if "bench.baseline_app" in cmdline:
+    if "bench.baseline_app" in cmdline or "bench.floor_app" in cmdline:
         return "baseline"
     if "triggers run" in cmdline or "triggers.cli run" in cmdline:
         return "gateway"

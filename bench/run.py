@@ -1,6 +1,7 @@
 """Benchmark a running Triggers stack: saturation (wrk), the same with an idempotency key on every other
 request, bulk throughput (wrk, batches of 500), a fixed 1,000 events/s, and ingest-to-inbox latency; and, for
-comparison, the same wrk saturation against a bare Litestar + aiokafka app (bench/baseline_app.py).
+comparison, the same wrk saturation against a bare Litestar + aiokafka app (bench/baseline_app.py) and against
+the floor, a plain ASGI + aiokafka endpoint in as many processes as the gateway (bench/floor_app.py).
 
     scripts/bench.sh [--duration 15] [--connections 64] [--rate 1000] [--rate-duration 20] ...
 
@@ -64,6 +65,7 @@ BULK_SOURCE = "bench-bulk"
 BULK_WARMUP_SOURCE = "bench-warmup-bulk"
 CHECKS_LABEL = "single events/s, all checks on (auth, rate limits, idempotency key on half)"
 BASELINE_LABEL = "bare Litestar+aiokafka"
+FLOOR_LABEL = "floor: plain ASGI+aiokafka"
 _PCTS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "max": 100.0}
 
 _EVENT_BODY = (
@@ -129,6 +131,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--skip-baseline", action="store_true", help="do not saturate the bare Litestar+aiokafka app for comparison"
+    )
+    p.add_argument(
+        "--skip-floor", action="store_true", help="do not saturate the plain-ASGI floor app (bench/floor_app.py)"
     )
     p.add_argument("--skip-fixed-rate", action="store_true", help="skip the fixed-rate phase")
     p.add_argument("--skip-inbox-scale", action="store_true", help="skip the inbox-at-scale phase")
@@ -429,27 +434,36 @@ def _log_tail(log: Any, lines: int = 20) -> str:
 def run_baseline(args: argparse.Namespace, key: str) -> dict[str, Any]:
     """Start bench/baseline_app.py with uvicorn as the gateway runs (uvloop, httptools, one process), give it
     the gateway's wrk saturation (same script, threads, connections, warm-up, duration), and stop it."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    return {**saturate_reference(args, key, cmd, port), "app": "bench/baseline_app.py"}
+
+
+def run_floor(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Start bench/floor_app.py in as many processes as scripts/run.sh gives the gateway (a socket each, as
+    triggers.workers runs them), give it the gateway's wrk saturation, and stop it."""
+    port, workers = free_port(), gateway_workers()
+    options = {"app": "bench.floor_app:app", "host": "127.0.0.1", "port": port, "loop": "uvloop"}
+    options |= {"http": "httptools", "access_log": False, "log_level": "warning"}
+    serve = f"from triggers.workers import run_workers; run_workers({workers}, {options!r})"
+    return {
+        **saturate_reference(args, key, [sys.executable, "-c", serve], port),
+        "app": "bench/floor_app.py",
+        "workers": workers,
+    }
+
+
+def gateway_workers() -> int:
+    """The gateway's process count as scripts/run.sh sets it: TRIGGERS_WORKERS, else one per usable core."""
+    return int(os.environ.get("TRIGGERS_WORKERS") or len(os.sched_getaffinity(0)))
+
+
+def saturate_reference(args: argparse.Namespace, key: str, cmd: list[str], port: int) -> dict[str, Any]:
+    """Run a reference app (``cmd``, serving on ``port``), saturate it as the gateway was, and stop it."""
     if not os.environ.get("TRIGGERS_KAFKA_BOOTSTRAP"):
         raise HarnessError("TRIGGERS_KAFKA_BOOTSTRAP is not set (run through scripts/bench.sh)")
-    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.baseline_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -457,11 +471,11 @@ def run_baseline(args: argparse.Namespace, key: str) -> dict[str, Any]:
             out = saturate(args, url, key, BASELINE_SOURCE, BASELINE_SOURCE)
         except Exception as exc:
             stop_process(proc)
-            raise HarnessError(f"{exc}; baseline app output:\n{_log_tail(log)}") from exc
+            raise HarnessError(f"{exc}; reference app output:\n{_log_tail(log)}") from exc
         finally:
             stop_process(proc)  # also on KeyboardInterrupt; a no-op once it has exited
         tail = _log_tail(log)
-    return {**out, "app": "bench/baseline_app.py", "port": port, "exit_code": proc.returncode, "log_tail": tail}
+    return {**out, "port": port, "exit_code": proc.returncode, "log_tail": tail}
 
 
 def inbox_dict(result: inbox.InboxLatency) -> dict[str, Any]:
@@ -854,21 +868,28 @@ def bulk_rows(bk: dict[str, Any]) -> list[Row]:
 
 def baseline_rows(base: dict[str, Any]) -> list[Row]:
     """Table rows of the bare Litestar+aiokafka saturation run."""
-    lat = base["latency_ms"]
+    return reference_rows(BASELINE_LABEL, base)
+
+
+def floor_rows(fl: dict[str, Any]) -> list[Row]:
+    """Table rows of the plain-ASGI floor's saturation run."""
+    return reference_rows(f"{FLOOR_LABEL}, {fl['workers']} processes,", fl)
+
+
+def reference_rows(label: str, ref: dict[str, Any]) -> list[Row]:
+    """Table rows of a reference app's saturation run."""
+    lat = ref["latency_ms"]
     rows = [
-        Row(
-            f"{BASELINE_LABEL} throughput (wrk -t{base['threads']} -c{base['connections']})",
-            f"{base['ok_per_s']:,.0f} /s",
-        ),
+        Row(f"{label} throughput (wrk -t{ref['threads']} -c{ref['connections']})", f"{ref['ok_per_s']:,.0f} /s"),
         Row("  latency p50 / p99 / max", f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])} ms"),
         Row(
             "  201s / non-201 / socket errors",
-            f"{base['ok']:,} / {base['non_201']:,} / {sum(base['socket_errors'].values()):,}",
+            f"{ref['ok']:,} / {ref['non_201']:,} / {sum(ref['socket_errors'].values()):,}",
         ),
-        cpu_row(base),
+        cpu_row(ref),
     ]
-    if base["statuses"]:
-        rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(base["statuses"].items()))))
+    if ref["statuses"]:
+        rows.append(Row("  non-201 statuses", ", ".join(f"{k}: {v:,}" for k, v in sorted(ref["statuses"].items()))))
     return rows
 
 
@@ -885,6 +906,15 @@ def share_row(sat: dict[str, Any], base: dict[str, Any]) -> Row:
         f"{pct:.1f} % ({sat['ok_per_s']:,.0f} / {base['ok_per_s']:,.0f})",
         f">= {BASELINE_SHARE_TARGET_PCT:.0f} %",
         verdict(pct >= BASELINE_SHARE_TARGET_PCT, sat["errors"] + base["errors"]),
+    )
+
+
+def floor_share_row(checks: dict[str, Any], fl: dict[str, Any]) -> Row:
+    """The all-checks throughput as a share of the floor's, and the all-checks target as one (no verdict)."""
+    got, floor = float(checks["ok_per_s"]), float(fl["ok_per_s"])
+    return Row(
+        "  all checks / floor; the all-checks target / floor",
+        f"{100 * got / floor:.0f} % ({got:,.0f} /s); {100 * CHECKS_TARGET / floor:.0f} % ({CHECKS_TARGET:,.0f} /s)",
     )
 
 
@@ -1004,6 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("bulk", run_bulk, bulk_rows),
         ("fixed_rate", run_fixed, fixed_rows),
         ("baseline", run_baseline, baseline_rows),
+        ("floor", run_floor, floor_rows),
         ("webhooks", run_webhooks, webhooks_rows),
         ("observability", run_observability, observability_rows),
         ("inbox_scale", run_inbox_scale, inbox_scale_rows),
@@ -1040,9 +1071,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "saturation" in report and "baseline" in report:
         report["gateway_vs_baseline_pct"] = round(baseline_share(report["saturation"], report["baseline"]), 1)
         phase_rows.setdefault("baseline", []).append(share_row(report["saturation"], report["baseline"]))
+    if "checks" in report and "floor" in report:
+        phase_rows.setdefault("floor", []).append(floor_share_row(report["checks"], report["floor"]))
     for name in (
         "saturation",
         "baseline",
+        "floor",
         "checks",
         "bulk",
         "fixed_rate",
