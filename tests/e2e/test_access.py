@@ -46,7 +46,7 @@ async def test_signed_requests(client: httpx.AsyncClient, pool: Pool) -> None:
     ok = await client.post("/v1/events", content=BODY, headers=signed_post(key, BODY))
     assert ok.status_code == 201, ok.text
 
-    failures: dict[str, Callable[[], dict[str, str]]] = {  # each signed just before it is sent
+    failures: dict[str, Callable[[], dict[str, Any]]] = {  # each signed just before it is sent
         "wrong secret": lambda: signed_post(key, BODY, secret="another-secret-value"),
         "stale": lambda: signed_post(key, BODY, offset=-301),
         "future": lambda: signed_post(key, BODY, offset=301),
@@ -54,6 +54,7 @@ async def test_signed_requests(client: httpx.AsyncClient, pool: Pool) -> None:
         "garbage": lambda: {**signed_post(key, BODY), "X-Signature": "not-base64!"},
         "no timestamp": lambda: {k: v for k, v in signed_post(key, BODY).items() if k != "X-Signature-Timestamp"},
         "bad timestamp": lambda: {**signed_post(key, BODY), "X-Signature-Timestamp": "yesterday"},
+        "superscript digit": lambda: {**signed_post(key, BODY), "X-Signature-Timestamp": b"1\xb2"},  # "1²"
     }
     for case, headers in failures.items():
         response = await client.post("/v1/events", content=BODY, headers=headers())
@@ -111,6 +112,29 @@ async def test_rate_limit_headers_and_429(client: httpx.AsyncClient, pool: Pool)
     # errors after authentication carry the headers too
     bad = await client.post("/v1/events", json={"nope": 1}, headers={"X-API-Key": await new_key(pool)})
     assert bad.status_code == 400 and bad.headers["x-ratelimit-limit"] == "1000"
+
+
+async def test_refusals_of_a_known_key_report_its_limit_without_spending_it(
+    client: httpx.AsyncClient, pool: Pool
+) -> None:
+    keys = {
+        "scope": await new_key(pool, scopes=["events:read"], rate_limit=30),
+        "ip": await new_key(pool, allowed_ips=["203.0.113.7"], rate_limit=30),
+        "signature": await new_key(pool, signing_secret=SECRET, require_signature=True, rate_limit=30),
+    }
+    for case, key in keys.items():
+        refusals = [
+            await client.post(
+                "/v1/events", content=BODY, headers={"X-API-Key": key, "Content-Type": "application/json"}
+            )
+            for _ in range(35)
+        ]
+        assert {r.status_code for r in refusals} == ({401} if case == "signature" else {403}), case
+        assert all(r.headers["x-ratelimit-limit"] == "30" for r in refusals), case
+        assert int(refusals[-1].headers["x-ratelimit-remaining"]) >= 29, case  # 35 refusals spent nothing
+        assert int(refusals[-1].headers["x-ratelimit-reset"]) >= int(time.time()) - 1, case
+    allowed = await client.get("/v1/inbox", headers={"X-API-Key": keys["scope"]})
+    assert allowed.status_code == 200 and int(allowed.headers["x-ratelimit-remaining"]) >= 28
 
 
 async def test_tenant_cap_spans_keys(client: httpx.AsyncClient, pool: Pool) -> None:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from tests.support import event
@@ -175,6 +176,8 @@ async def test_bad_input_changes_nothing(server_url: str, tenant_key: str) -> No
         assert (await c.post("/v1/events", content=b"{oops", headers=JSON)).status_code == 400
         assert (await c.post("/v1/events", content=b"{}", headers={"Content-Type": "text/plain"})).status_code == 415
         assert (await c.post("/v1/events", json=event(payload={"b": "x" * 500_000}))).status_code == 413
+        for raw in TOO_FINE:
+            assert (await c.post("/v1/events", content=raw, headers=JSON)).status_code == 400
         assert (await c.post(f"/v1/events/{uuid.uuid4()}/ack")).status_code == 404
         marker = await c.post("/v1/events", json=event(payload={"marker": True}))
         assert marker.status_code == 201
@@ -182,6 +185,36 @@ async def test_bad_input_changes_nothing(server_url: str, tenant_key: str) -> No
         assert (await c.get(f"/v1/events/{marker.json()['event_id']}")).status_code == 200
         inbox = (await c.get("/v1/inbox")).json()["events"]
         assert [e["payload"] for e in inbox] == [{"marker": True}]
+
+
+TOO_FINE = [
+    b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"tiny":1e-20000}}',
+    b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"v":0.' + b"0" * 17000 + b"1}}",
+]
+"""Metadata numbers that a double reads as 0.0 but Postgres's jsonb cannot store (over 16383 decimal places)."""
+
+
+async def test_metadata_numbers_jsonb_cannot_store_are_refused(client: httpx.AsyncClient, tenant_key: str) -> None:
+    auth = {"X-API-Key": tenant_key}
+    for raw in TOO_FINE:
+        error = assert_envelope(
+            await client.post("/v1/events", content=raw, headers={**JSON, **auth}), 400, "VALIDATION_ERROR"
+        )
+        assert fields(error) == {"body.metadata": "value_error"}
+        assert "decimal point" in error["details"]["validation_errors"][0]["message"]
+    bulk = b'{"items":[' + b",".join([TOO_FINE[0], msgspec.json.encode(event(payload={"ok": 1}))]) + b"]}"
+    answer = (await client.post("/v1/events/bulk", content=bulk, headers={**JSON, **auth})).json()
+    assert [f["index"] for f in answer["failed"]] == [0] and len(answer["successful"]) == 1
+    # the finest number jsonb holds, and text that merely looks like a NUL escape, are stored and read back
+    fine = b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"v":1e-16383,"t":"\\\\u0000"}}'
+    stored = await client.post("/v1/events", content=fine, headers={**JSON, **auth})
+    assert stored.status_code == 201, stored.text
+    read = (await client.get(f"/v1/events/{stored.json()['event_id']}", headers=auth)).json()
+    assert read["metadata"]["t"] == "\\u0000" and read["metadata"]["v"] == 0.0
+    assert [e["event_id"] for e in (await client.get("/v1/inbox", headers=auth)).json()["events"]] == [
+        answer["successful"][0]["event_id"],
+        stored.json()["event_id"],
+    ]
 
 
 async def test_nesting_utf8_and_header_limits(client: httpx.AsyncClient) -> None:

@@ -52,6 +52,34 @@ async def test_same_key_same_body_replays_the_original(client: httpx.AsyncClient
     assert ids == [first.json()["event_id"], a.json()["event_id"], marker.json()["event_id"]]
 
 
+async def test_the_same_body_spelled_another_way_is_a_repeat(client: httpx.AsyncClient, tenant_key: str) -> None:
+    headers = {"X-API-Key": tenant_key, "Content-Type": "application/json"}
+    first = b'{"source":"shop","event_type":"t","payload":{"a":1,"b":{"c":"\xc3\xa9","d":[1.5]}},'
+    first += b'"metadata":{"idempotency_key":"spelled","x":{"p":1,"q":2}}}'
+    again = b'{"source":"shop","event_type":"t","payload":{"b":{"d":[1.5],"c":"\\u00e9"},"\\u0061":1},'
+    again += b'"metadata":{"x":{"q":2,"p":1},"idempotency_key":"spelled"}}'
+    a = await client.post("/v1/events", content=first, headers=headers)
+    b = await client.post("/v1/events", content=again, headers=headers)
+    assert a.status_code == b.status_code == 201, b.text
+    assert b.json()["event_id"] == a.json()["event_id"] and b.headers["idempotent-replayed"] == "true"
+
+    # a key sent as UTF-8 in the header is the same key as in the body
+    utf8 = {**headers, "Idempotency-Key": "заказ-7".encode()}
+    body = msgspec.json.encode(event(payload={"n": 7}, metadata={"idempotency_key": "заказ-7"}))
+    c = await client.post("/v1/events", content=body, headers=utf8)
+    d = await client.post("/v1/events", content=body, headers=utf8)
+    assert c.status_code == 201, c.text  # not 400 "differs from metadata.idempotency_key"
+    assert d.status_code == 201 and d.json()["event_id"] == c.json()["event_id"]
+
+    marker = await client.post("/v1/events", json=event(payload={"marker": True}), headers={"X-API-Key": tenant_key})
+    await visible(client, tenant_key, marker.json()["event_id"])
+    assert [e["event_id"] for e in await pending(client, tenant_key)] == [
+        a.json()["event_id"],
+        c.json()["event_id"],
+        marker.json()["event_id"],
+    ]
+
+
 async def test_same_key_different_body_is_422(client: httpx.AsyncClient, tenant_key: str) -> None:
     auth = {"X-API-Key": tenant_key, "Idempotency-Key": "k"}
     assert (await client.post("/v1/events", json=event(payload={"v": 1}), headers=auth)).status_code == 201
@@ -122,12 +150,18 @@ async def test_bulk_partial_success(client: httpx.AsyncClient, tenant_key: str) 
         {"source": "s"},
         event(payload={"blob": "x" * 409_600}),
         event(payload={"i": 5}),
+        "DEEP",  # nested 2,000 levels: more than the JSON decoder itself goes, still this item's failure alone
     ]
-    response = await client.post("/v1/events/bulk", json={"items": items}, headers={"X-API-Key": tenant_key})
+    deep = b'{"source":"s","event_type":"t","payload":{"x":' + b"[" * 2000 + b"]" * 2000 + b"}}"
+    raw = msgspec.json.encode({"items": items}).replace(b'"DEEP"', deep)
+    response = await client.post(
+        "/v1/events/bulk", content=raw, headers={"X-API-Key": tenant_key, "Content-Type": "application/json"}
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert len(body["successful"]) == 3 and body["request_id"] == response.headers["x-request-id"]
-    assert [f["index"] for f in body["failed"]] == [1, 3, 4]
+    assert [f["index"] for f in body["failed"]] == [1, 3, 4, 6]
+    assert body["failed"][3]["error"]["details"]["validation_errors"][0]["field"] == "body.items.6"
     assert body["failed"][0]["error"]["code"] == "VALIDATION_ERROR"
     assert body["failed"][0]["error"]["details"]["validation_errors"][0]["field"] == "body.items.1.source"
     assert body["failed"][1]["error"]["details"]["validation_errors"][0]["field"] == "body.items.3.event_type"
@@ -165,6 +199,10 @@ async def test_bulk_envelope_errors(client: httpx.AsyncClient) -> None:
     assert (
         await client.post("/v1/events/bulk", content=b"{}", headers={"Content-Type": "text/plain"})
     ).status_code == 415
+    # keys are per item: a key for the whole request would go unused, so it is refused, not ignored
+    keyed = await client.post("/v1/events/bulk", json={"items": [event()]}, headers={"Idempotency-Key": "whole"})
+    assert keyed.status_code == 400
+    assert keyed.json()["error"]["details"]["validation_errors"][0]["field"] == "header.Idempotency-Key"
 
 
 async def test_bulk_keys_new_repeated_replayed_and_reused(client: httpx.AsyncClient, tenant_key: str) -> None:
@@ -179,16 +217,19 @@ async def test_bulk_keys_new_repeated_replayed_and_reused(client: httpx.AsyncCli
         event(payload={"n": "other"}, metadata={"idempotency_key": f"done-{tag}"}),
         event(payload={"n": 0}, metadata={"idempotency_key": f"new-{tag}"}),
         event(payload={"n": 4}, metadata={"idempotency_key": f"also-new-{tag}"}),
+        event(payload={"n": 5}, metadata={"idempotency_key": f"new-{tag}"}),
     ]
     response = await client.post("/v1/events/bulk", json={"items": items}, headers=auth)
     assert response.status_code == 201, response.text
     body = response.json()
-    new, replayed, also_new = body["successful"]  # items 0, 1 and 4, in order
+    new, replayed, twin, also_new = body["successful"]  # items 0, 1, 3 and 4, in order
     assert replayed["event_id"] == first.json()["event_id"] and replayed["replayed"] is True
     assert new["replayed"] is False and also_new["replayed"] is False
+    # item 3 repeats item 0 (same key, same body): item 0's event, not a second one
+    assert (twin["event_id"], twin["created_at"], twin["replayed"]) == (new["event_id"], new["created_at"], True)
     failed = {f["index"]: f["error"] for f in body["failed"]}
-    assert sorted(failed) == [2, 3] and failed[2]["code"] == "IDEMPOTENCY_KEY_REUSED"
-    assert failed[3]["code"] == "CONFLICT" and failed[3]["details"]["event_id"] == new["event_id"]
+    assert sorted(failed) == [2, 5]
+    assert failed[2]["code"] == failed[5]["code"] == "IDEMPOTENCY_KEY_REUSED"
 
     await visible(client, tenant_key, also_new["event_id"])
     stored = {e["event_id"]: e["payload"] for e in await pending(client, tenant_key)}  # the tenant is the test's own

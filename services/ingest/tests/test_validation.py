@@ -5,7 +5,16 @@ from triggers_common.http import require_json
 from triggers_common.models import new_event_ids
 from triggers_ingest.publish import to_record
 from triggers_ingest.routes import traceparent
-from triggers_ingest.validation import NewEvent, idempotency_header, parse_bulk, parse_event, request_hash
+from triggers_ingest.validation import (
+    MAX_DECIMAL_PLACES,
+    NewEvent,
+    compact_request_hash,
+    idempotency_header,
+    no_idempotency_header,
+    parse_bulk,
+    parse_event,
+    request_hash,
+)
 
 LIMIT = 409_600
 
@@ -120,15 +129,29 @@ def test_bulk_items_report_their_index() -> None:
 
 
 def test_metadata_must_be_an_object_whose_numbers_a_reader_can_hold() -> None:
+    places = f"Number needs more than {MAX_DECIMAL_PLACES} digits after the decimal point"
     cases = {
         b"[1]": ("Expected 'object' or null", "type_error"),
         b'{"x":1e400}': ("Number out of range", "value_error"),
+        b'{"x":-1E+309}': ("Number out of range", "value_error"),
+        b'{"x":1e-' + b"9" * 5000 + b"}": ("Number out of range", "value_error"),
+        # Postgres's jsonb, where metadata is stored, holds at most 16383 digits after the decimal point: these
+        # would be accepted and then refused by the inbox (a double reads the first two as 0.0)
+        b'{"x":1e-16384}': (places, "value_error"),
+        b'{"x":{"y":[0.0e-16383]}}': (places, "value_error"),
+        b'{"x":0.' + b"0" * 16383 + b"1}": (places, "value_error"),
     }
     for metadata, (message, kind) in cases.items():
         with pytest.raises(ValidationFailed) as caught:
             parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":' + metadata + b"}", LIMIT)
         error = {"field": "body.metadata", "message": message, "type": kind}
         assert caught.value.details["validation_errors"] == [error]
+    for fine in (
+        b'{"x":1e-16383}',
+        b'{"x":0.' + b"0" * 16382 + b"1}",
+        b'{"x":1.5e308,"y":-0.0,"z":1' + b"0" * 400 + b"}",
+    ):
+        assert parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":' + fine + b"}", LIMIT)
 
 
 def test_bulk_items_are_checked_like_single_events() -> None:
@@ -158,6 +181,39 @@ def test_bulk_items_are_checked_like_single_events() -> None:
     assert isinstance(parse_bulk(b'{"items":[' + b",".join(items) + b"]}", 1000, LIMIT)[0], NewEvent)
 
 
+def test_a_bulk_item_too_deep_for_the_decoder_fails_alone() -> None:
+    deep = b'{"source":"s","event_type":"t","payload":{"x":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    items = [
+        b'{"source":"s","event_type":"t","payload":{"brackets":"[[{{,]]","esc":"\\"]"}}',
+        deep,
+        b' { "source" : "s", "event_type" : "t", "payload" : { "a" : [ [ 1 ] , { } ] } } ',
+        b'{"source":"s"}',
+    ]
+    results = parse_bulk(b'{ "items" : [' + b",".join(items) + b"] }", 1000, LIMIT)
+    assert len(results) == 4
+    for index, (result, item) in enumerate(zip(results, items, strict=True)):
+        try:
+            alone: object = parse_event(item, LIMIT, f"body.items.{index}")
+        except ValidationFailed as exc:
+            alone = exc.details
+        assert (result.details if isinstance(result, ValidationFailed) else result) == alone
+    assert isinstance(results[0], NewEvent) and isinstance(results[2], NewEvent)
+    message = results[1].details["validation_errors"][0]["message"]  # type: ignore[union-attr]
+    assert message == "JSON nested deeper than 64 levels"
+
+    # too deep outside the items, or an envelope that is wrong anyway: the whole request is refused
+    for body in (
+        b'{"items":[{"source":"s","event_type":"t","payload":{"a":1}}],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"items":[' + deep + b",," + deep + b"]}",
+        b'{"items":[' + deep + b"]",
+        b'{"things":[' + deep + b"]}",
+    ):
+        with pytest.raises(ValidationFailed):
+            parse_bulk(body, 1000, LIMIT)
+    with pytest.raises(ValidationFailed):
+        parse_bulk(b'{"items":[' + b",".join([deep] * 3) + b"]}", 2, LIMIT)
+
+
 def test_idempotency_header_and_request_hash() -> None:
     base = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1}}', LIMIT)
     keyed = idempotency_header("k-1", base)
@@ -172,6 +228,42 @@ def test_idempotency_header_and_request_hash() -> None:
     spaced = parse_event(b'{ "source":"s", "event_type":"t", "payload": { "a" : 1 } }', LIMIT)
     assert request_hash(spaced) == request_hash(base)
     assert request_hash(parse_event(b'{"source":"s","event_type":"t","payload":{"a":2}}', LIMIT)) != request_hash(base)
+    # a key sent in UTF-8 reads as the same key in the body
+    utf8 = parse_event(
+        '{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"idempotency_key":"ключ"}}'.encode(), LIMIT
+    )
+    assert idempotency_header("ключ".encode().decode("latin-1"), utf8).idempotency_key == "ключ"
+    assert idempotency_header("caf\xe9", base).idempotency_key == "caf\xe9"  # not UTF-8: taken as latin-1
+    no_idempotency_header(None)
+    with pytest.raises(ValidationFailed):
+        no_idempotency_header("k")
+
+
+def test_the_same_body_is_the_same_event_however_its_json_is_spelled() -> None:
+    def event(payload: bytes, metadata: bytes = b'{"idempotency_key":"k","m":{"b":1,"a":"x"}}') -> NewEvent:
+        return parse_event(
+            b'{"source":"s","event_type":"t","payload":' + payload + b',"metadata":' + metadata + b"}", LIMIT
+        )
+
+    base = event(b'{"a":1,"b":{"c":"\xc3\xa9","d":[1.50,true,null]}}')
+    same = [
+        event(b'{"b":{"d":[1.50,true,null],"c":"\\u00e9"},"a":1}'),  # keys reordered, the string escaped
+        event(
+            b'{"\\u0061":1,"b":{"c":"\xc3\xa9","d":[1.50,true,null]}}', b'{"m":{"a":"x","b":1},"idempotency_key":"k"}'
+        ),
+    ]
+    different = [
+        event(b'{"a":1,"b":{"c":"\xc3\xa9","d":[1.5,true,null]}}'),  # numbers compare as written
+        event(b'{"a":1,"b":{"c":"\xc3\xa9","d":[true,1.50,null]}}'),  # arrays keep their order
+        event(b'{"a":1,"b":{"c":"\xc3\xa9","d":[1.50,true,null]}}', b'{"idempotency_key":"k","m":{"b":2,"a":"x"}}'),
+    ]
+    assert all(request_hash(e) == request_hash(base) for e in same)
+    assert all(request_hash(e) != request_hash(base) for e in different)
+    # keys claimed before the hash was canonical hold the compact JSON's
+    assert (
+        compact_request_hash(base)
+        == __import__("hashlib").sha256(b"\x00".join([b"s", b"t", base.payload, base.metadata or b""])).digest()
+    )
 
 
 def test_nul_characters_are_refused_where_postgres_cannot_store_them() -> None:
@@ -180,5 +272,13 @@ def test_nul_characters_are_refused_where_postgres_cannot_store_them() -> None:
     )
     assert [e["field"] for e in found] == ["body.source", "body.metadata", "body.metadata.idempotency_key"]
     base = parse_event(b'{"source":"s","event_type":"t","payload":{"a":"\\u0000 is fine here"}}', LIMIT)
+    # a backslash then the text "u0000" is no NUL; an escaped backslash then a NUL is one
+    text = parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"x":"\\\\u0000"}}', LIMIT)
+    assert text.metadata == b'{"x":"\\\\u0000"}'
+    assert errors(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":{"x":"\\\\\\u0000"}}')[0] == {
+        "field": "body.metadata",
+        "message": "Must not contain \\u0000",
+        "type": "value_error",
+    }
     with pytest.raises(ValidationFailed):
         idempotency_header("k\x00", base)

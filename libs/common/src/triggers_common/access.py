@@ -71,6 +71,22 @@ class Access:
                 "Request headers too large", {"limit_bytes": self._settings.max_header_bytes, "actual_bytes": size}
             )
         principal = await self._keys.authenticate(api_key(raw))
+        key_bucket, key_limit = f"key:{principal.key_id}", principal.rate_limit or self._settings.default_rate_limit
+        try:
+            await self._permit(raw, principal, scope, body)
+        except TriggersError:  # refused, yet the key is known: its rate-limit headers, without spending a token
+            raw[RATE_LIMIT_HEADERS] = (await self._limiter.peek(key_bucket, key_limit)).headers()
+            raise
+        await self._limit(raw, key_bucket, key_limit)
+        await self._limit(
+            raw, f"tenant:{principal.tenant_id}", principal.tenant_rate_limit or self._settings.tenant_rate_limit
+        )
+        return principal
+
+    async def _permit(
+        self, raw: Any, principal: Principal, scope: str, body: bytes | Callable[[], Awaitable[bytes]]
+    ) -> None:
+        """The key's own conditions: IP allowlist, signature, scope."""
         if principal.allowed_ips is not None:
             ip = client_ip(raw, self._trusted)
             if ip is None or not any(ip in net for net in principal.allowed_ips):
@@ -87,11 +103,6 @@ class Access:
                 signed,
             )
         principal.require(scope)
-        await self._limit(raw, f"key:{principal.key_id}", principal.rate_limit or self._settings.default_rate_limit)
-        await self._limit(
-            raw, f"tenant:{principal.tenant_id}", principal.tenant_rate_limit or self._settings.tenant_rate_limit
-        )
-        return principal
 
     async def _limit(self, raw: Any, bucket: str, per_minute: int) -> None:
         decision = await self._limiter.take(bucket, per_minute)

@@ -177,7 +177,10 @@ def _as_triggers_error(request: Request[Any, Any, Any], exc: Exception) -> Trigg
             actual = request.headers.get("content-length")
             return PayloadTooLarge(
                 "Request body too large",
-                {"limit_bytes": limit, "actual_bytes": int(actual) if actual and actual.isdigit() else None},
+                {
+                    "limit_bytes": limit,
+                    "actual_bytes": int(actual) if actual and actual.isascii() and actual.isdigit() else None,
+                },
             )
         if status == 400:
             return ValidationFailed(str(exc.detail))
@@ -287,7 +290,7 @@ class DirectRoute:
         """The whole body, or None if the client disconnected; 413 as soon as it is known to be too large."""
         limit = self.max_body_bytes
         declared = header(scope, b"content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge("Request body too large", {"limit_bytes": limit, "actual_bytes": int(declared)})
         chunks: list[bytes] = []
         size = 0

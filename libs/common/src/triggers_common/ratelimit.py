@@ -75,6 +75,16 @@ class RateLimiter:
         retry_after = max(1, math.ceil(max(pocket.empty_until - time.monotonic(), 1.0 / rate)))
         return Decision(False, per_minute, 0, _reset_at(per_minute, 0, rate), retry_after)
 
+    async def peek(self, bucket: str, per_minute: int) -> Decision:
+        """The bucket as :meth:`take` would report it, without spending a token: for the headers of a request
+        refused for another reason (scope, IP, signature), which must not use up the key's budget."""
+        pocket = self._pockets.get(bucket)
+        if pocket is None:  # first sight of the bucket here: lease, so the numbers are the real ones
+            pocket = self._pockets[bucket] = _Pocket()
+            await self._lease(bucket, per_minute, pocket)
+        remaining = int(pocket.global_remaining) + pocket.tokens
+        return Decision(True, per_minute, remaining, _reset_at(per_minute, remaining, per_minute / 60.0), 0)
+
     async def _lease(self, bucket: str, per_minute: int, pocket: _Pocket) -> None:
         if pocket.lease is not None:
             await asyncio.shield(pocket.lease)

@@ -45,7 +45,7 @@ def verify(
         raise Unauthorized("Request is signed but the API key has no signing secret")
     if not timestamp or not given:
         raise Unauthorized("Missing X-Signature or X-Signature-Timestamp header")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:  # isdigit alone takes "¹"
         raise Unauthorized("Invalid X-Signature-Timestamp")
     skew = abs((time.time() if now is None else now) - int(timestamp))
     if skew > TOLERANCE_S:

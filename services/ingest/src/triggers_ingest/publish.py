@@ -18,7 +18,7 @@ from triggers_common.runtime import Runtime
 from triggers_common.transactions import TransactionalProducer
 
 from triggers_ingest import store
-from triggers_ingest.validation import NewEvent, request_hash
+from triggers_ingest.validation import NewEvent, compact_request_hash, request_hash
 
 log = logging.getLogger("triggers.ingest")
 _JSON_HEADER = b"application/json"
@@ -178,15 +178,21 @@ class Publisher:
         answers: list[Accepted | TriggersError] = []
         to_send: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
         claimed: list[store.Claim] = []
+        mine: dict[str, store.Claim] = {}  # the keys this request claimed
         bid_of = iter(bids)
         for event, (event_id, created_at) in zip(events, ids, strict=True):
             if event.idempotency_key is not None:
-                bid = next(bid_of)
-                outcome = await self._settle(bid, next(held))
+                bid, row = next(bid_of), next(held)
+                first = mine.get(bid.key)
+                if first is not None:  # a twin earlier in this bulk request: its answer, not a second event
+                    answers.append(self._twin(first, bid))
+                    continue
+                outcome = await self._settle(bid, row, event)
                 if not isinstance(outcome, store.Claim):
                     answers.append(outcome)
                     continue
                 claimed.append(outcome)
+                mine[bid.key] = outcome
                 if outcome is not bid:  # a stale claim taken over: its event id again
                     event_id, created_at = str(outcome.event_id), format_timestamp(outcome.created_at)
             record, headers = to_record(event, tenant_id, event_id, created_at)
@@ -204,7 +210,17 @@ class Publisher:
         self.completions.add(claimed)
         return answers
 
-    async def _settle(self, bid: store.Claim, row: store.KeyRow | None) -> store.Claim | Accepted | TriggersError:
+    @staticmethod
+    def _twin(first: store.Claim, bid: store.Claim) -> Accepted | TriggersError:
+        """The answer to an item whose key an earlier item of the same request claimed: that item's event (sent
+        in the same batch, so it is as durable as the request's answer), or 422 for a different body."""
+        if first.request_hash != bid.request_hash:
+            return IdempotencyKeyReused(details={"idempotency_key": bid.key})
+        return Accepted(str(first.event_id), format_timestamp(first.created_at), replayed=True)
+
+    async def _settle(
+        self, bid: store.Claim, row: store.KeyRow | None, event: NewEvent
+    ) -> store.Claim | Accepted | TriggersError:
         """The claim to produce under (``bid``, or a stale one taken over), the earlier answer, or the error."""
         if row is not None and row.claimed:
             return bid
@@ -214,7 +230,7 @@ class Publisher:
         )
         if row is None:
             return in_flight
-        if row.request_hash != bid.request_hash:
+        if row.request_hash != bid.request_hash and row.request_hash != compact_request_hash(event):
             return IdempotencyKeyReused(details={"idempotency_key": bid.key})
         if row.completed_at is not None:
             return Accepted(str(row.event_id), format_timestamp(row.created_at), replayed=True)

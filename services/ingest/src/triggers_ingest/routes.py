@@ -21,6 +21,7 @@ from triggers_ingest.validation import (
     CLOUDEVENTS_JSON,
     NewEvent,
     idempotency_header,
+    no_idempotency_header,
     parse_binary_cloudevent,
     parse_bulk,
     parse_event,
@@ -172,6 +173,7 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
     async def accept_bulk(scope: Any, body: bytes, trace: bytes, span: Span | None) -> Answer:
         principal = await rt.access.authorize(scope, "events:write", body)
         require_json(header(scope, b"content-type"))
+        no_idempotency_header(header(scope, b"idempotency-key"))
         failed: list[BulkFailure] = []
         valid: list[tuple[int, NewEvent]] = []
         for index, item in enumerate(parse_bulk(body, settings.bulk_max_items, settings.max_payload_bytes)):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -37,8 +39,29 @@ class NewEvent(msgspec.Struct, frozen=True):
     idempotency_key: str | None
 
 
+MAX_DECIMAL_PLACES = 16383
+"""Most digits after the decimal point a number in ``metadata`` may need: what Postgres's jsonb, where metadata is
+stored, can hold (``1e-16384`` or ``0.0e-16383`` overflow it)."""
+
+
+def _metadata_number(text: str) -> float:
+    """A non-integer number of ``metadata``, as written; refused unless every reader can hold it (a double) and
+    jsonb can store it, so that no event is accepted and then refused by the inbox."""
+    mantissa, _, exponent = text.lower().partition("e")
+    try:
+        places = len(mantissa.partition(".")[2]) - int(exponent or "0")
+    except ValueError:  # an exponent of thousands of digits
+        raise ValueError("Number out of range") from None
+    if places > MAX_DECIMAL_PLACES:
+        raise ValueError(f"Number needs more than {MAX_DECIMAL_PLACES} digits after the decimal point")
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("Number out of range")
+    return value
+
+
 _decode_body = msgspec.json.Decoder(_Body).decode
-_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_object = msgspec.json.Decoder(dict[str, Any], float_hook=_metadata_number).decode
 _AT = re.compile(r" - at `\$(.*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(.+)`")
 _MISSING = re.compile(r"^Object missing required field `(.+)`")
@@ -52,6 +75,8 @@ def _malformed(exc: Exception) -> str:
     return f"Malformed JSON: {exc}"
 
 
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""A ``\\u0000`` escape in JSON text: after an even run of backslashes (``\\\\u0000`` is a backslash, then text)."""
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
@@ -116,7 +141,7 @@ def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
         text = str(exc)
         if text.startswith("Expected"):
             errors.append(_error(f"{at}.metadata", "Expected 'object' or null", "type_error"))
-        else:  # e.g. a number beyond a double's range, which readers of the inbox and webhooks could not hold
+        else:  # a number that readers of the inbox and webhooks, or jsonb, could not hold
             errors.append(_error(f"{at}.metadata", _AT.sub("", text), "value_error"))
         return None
     priority = metadata.get("priority")
@@ -171,7 +196,7 @@ def _event(parsed: _Body, max_payload_bytes: int, at: str) -> NewEvent:
     compact = msgspec.json.format(parsed.metadata, indent=-1)
     if compact != b"null":
         metadata = compact
-        if b"\\u0000" in metadata:  # jsonb (where metadata is queried) cannot hold NUL characters
+        if b"\\u0000" in metadata and _NUL.search(metadata):  # jsonb (where metadata is stored) cannot hold NUL
             errors.append(_error(f"{at}.metadata", "Must not contain \\u0000", "value_error"))
         if json_depth(metadata) > MAX_DEPTH:
             errors.append(_error(f"{at}.metadata", f"Nested deeper than {MAX_DEPTH} levels", "value_error"))
@@ -186,6 +211,8 @@ def idempotency_header(value: str | None, event: NewEvent) -> NewEvent:
     """Apply the ``Idempotency-Key`` header (an alias of ``metadata.idempotency_key``) to ``event``."""
     if value is None:
         return event
+    with contextlib.suppress(UnicodeError):  # header values arrive as latin-1; a key in UTF-8 reads as in the body
+        value = value.encode("latin-1").decode()
     if not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY or "\x00" in value:
         raise ValidationFailed.of(
             [_error("header.Idempotency-Key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")]
@@ -197,10 +224,44 @@ def idempotency_header(value: str | None, event: NewEvent) -> NewEvent:
     return msgspec.structs.replace(event, idempotency_key=value)
 
 
+def no_idempotency_header(value: str | None) -> None:
+    """Bulk requests take idempotency keys per item: a header for the whole request would go unused."""
+    if value is not None:
+        raise ValidationFailed.of(
+            [
+                _error(
+                    "header.Idempotency-Key",
+                    "Not accepted on bulk requests; give each item its own metadata.idempotency_key",
+                    "value_error",
+                )
+            ]
+        )
+
+
 def request_hash(event: NewEvent) -> bytes:
-    """What "the same body" means for idempotency: the validated event, independent of JSON whitespace."""
+    """What "the same body" means for idempotency: the same validated event. How its JSON is spelled does not
+    matter (whitespace, the order of object keys, how strings are escaped); numbers compare as written."""
+    metadata = _canonical(event.metadata) if event.metadata is not None else b""
+    parts = (event.source.encode(), event.event_type.encode(), _canonical(event.payload), metadata)
+    return hashlib.sha256(b"\x00".join(parts)).digest()
+
+
+def compact_request_hash(event: NewEvent) -> bytes:
+    """:func:`request_hash` as keys claimed before 2026-11-27 hold it (the compact JSON as sent), so a retry
+    of such a request is still recognised. Not needed once those keys have expired (24 h by default)."""
     parts = (event.source.encode(), event.event_type.encode(), event.payload, event.metadata or b"")
     return hashlib.sha256(b"\x00".join(parts)).digest()
+
+
+_decode_as_written = msgspec.json.Decoder(float_hook=msgspec.Raw).decode
+
+
+def _canonical(document: bytes) -> bytes:
+    """``document`` (valid JSON) with object keys sorted and strings re-escaped one way; numbers as written."""
+    try:
+        return msgspec.json.encode(_decode_as_written(document), order="sorted")
+    except (msgspec.DecodeError, RecursionError):  # e.g. an integer of thousands of digits: compare as sent
+        return document
 
 
 class _Bulk(msgspec.Struct, forbid_unknown_fields=True):
@@ -227,7 +288,7 @@ def parse_bulk(
     try:
         items: Sequence[_Body | msgspec.Raw] = _decode(_decode_well_formed_bulk, body).items
     except ValidationFailed:  # an item not shaped like an event, or a bad envelope: this tells which
-        items = _decode(_decode_bulk, body).items
+        items = _bulk_items(body)
     if not 1 <= len(items) <= max_items:
         raise ValidationFailed.of([_error("body.items", f"Must hold 1..{max_items} items", "value_error")])
     events: list[NewEvent | ValidationFailed | PayloadTooLarge] = []
@@ -239,6 +300,54 @@ def parse_bulk(
         except (ValidationFailed, PayloadTooLarge) as exc:
             events.append(exc)
     return events
+
+
+def _bulk_items(body: bytes) -> list[msgspec.Raw]:
+    """The items of a bulk body as raw JSON, each to be checked alone, or 400 for a bad envelope.
+
+    An item nested too deep for the decoder (which gives up at about 1,000 levels) would fail the whole body,
+    so then the items are found by scanning the body's brackets instead, and the envelope is decoded with
+    each item replaced by ``0``: a deep item fails alone, as a 70-level one does.
+    """
+    try:
+        return _decode(_decode_bulk, body).items
+    except ValidationFailed as exc:
+        if not isinstance(exc.__cause__, RecursionError):
+            raise
+    spans = _item_spans(body)
+    shallow, last = [], 0
+    for start, end in spans:
+        shallow += [body[last:start], b"0"]
+        last = end
+    envelope = _decode(_decode_bulk, b"".join([*shallow, body[last:]]))  # still too deep: outside the items
+    if len(envelope.items) != len(spans):  # cannot happen for JSON the decoder took; never guess
+        raise ValidationFailed.of([_error("body", "Malformed JSON", "json_invalid")], "Request body is not valid JSON")
+    return [msgspec.Raw(body[start:end]) for start, end in spans]
+
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+
+
+def _item_spans(body: bytes) -> list[tuple[int, int]]:
+    """Where the elements of the body's first array at depth 2 (``{"items": [...]}``) start and end, by scanning
+    brackets and commas outside strings; empty elements are left out (so the envelope stays malformed)."""
+    spans: list[tuple[int, int]] = []
+    depth, start = 0, -1
+    for token in _TOKEN.finditer(body):
+        char = body[token.start()]
+        if char in b"[{":
+            depth += 1
+            if depth == 2 and char == ord("[") and start < 0:
+                start = token.end()
+        elif char in b"]}":
+            if depth == 2 and start >= 0:
+                spans.append((start, token.start()))
+                break
+            depth -= 1
+        elif char == ord(",") and depth == 2 and start >= 0:
+            spans.append((start, token.start()))
+            start = token.end()
+    return [(a, b) for a, b in spans if body[a:b].strip()]
 
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"

@@ -489,6 +489,7 @@ class Dispatcher:
         if attempts_before >= len(self._retries):
             return None
         seconds = self._retries[attempts_before] * random.uniform(0.8, 1.2)
-        if attempt.status_code in (429, 503) and attempt.retry_after and attempt.retry_after.isdigit():
-            seconds = max(seconds, min(float(attempt.retry_after), 86_400.0))
+        after = attempt.retry_after
+        if attempt.status_code in (429, 503) and after and after.isascii() and after.isdigit():  # not "¹"
+            seconds = max(seconds, min(float(after), 86_400.0))
         return timedelta(seconds=seconds)
