@@ -29,7 +29,8 @@ async def post_event(client: httpx.AsyncClient, key: str, **overrides: object) -
 
 async def test_post_get_ack_delete(client: httpx.AsyncClient, tenant_key: str) -> None:
     raw = (
-        b'{"source":"shop","event_type":"order.created","metadata":{"priority":"high","k":null},'
+        b'{"source":"shop","event_type":"order.created","metadata":{"priority":"high","k":null,"e":1e2,"z":-0.0,'
+        b'"f":1.50,"s":1.5E-7},'
         b'"payload":{"order_id":42,"total":19.99,"exact":1.50,"big":123456789012345678901234567890,"tags":["a"]}}'
     )
     response = await client.post(
@@ -50,9 +51,10 @@ async def test_post_get_ack_delete(client: httpx.AsyncClient, tenant_key: str) -
     assert body["created_at"] == created["created_at"]
     assert body["status"] == "pending" and body["acknowledged_at"] is None
     assert body["source"] == "shop" and body["event_type"] == "order.created"
-    assert body["metadata"] == {"priority": "high", "k": None}
-    # numbers come back exactly as sent, not re-rendered by a float round-trip
+    assert body["metadata"] == {"priority": "high", "k": None, "e": 100.0, "z": -0.0, "f": 1.5, "s": 1.5e-7}
+    # numbers come back exactly as sent, in payload and metadata: not re-rendered by a float or jsonb round-trip
     assert '"exact":1.50' in got.text and '"big":123456789012345678901234567890' in got.text
+    assert '"e":1e2,"z":-0.0,"f":1.50,"s":1.5E-7' in got.text
     assert body["payload"]["total"] == 19.99
 
     inbox = (await client.get("/v1/inbox", headers=headers(tenant_key))).json()

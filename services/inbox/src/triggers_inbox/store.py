@@ -95,7 +95,7 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
     status = await conn.execute(
         """INSERT INTO events (event_id, tenant_id, created_at, source, event_type, priority, payload, metadata)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                                $6::text[], $7::json[], $8::jsonb[])
+                                $6::text[], $7::json[], $8::json[])
            ON CONFLICT (event_id) DO UPDATE
              SET tenant_id = EXCLUDED.tenant_id, created_at = EXCLUDED.created_at, source = EXCLUDED.source,
                  event_type = EXCLUDED.event_type, priority = EXCLUDED.priority, payload = EXCLUDED.payload,
@@ -173,7 +173,7 @@ def _filter_clauses(where: InboxFilter, args: list[object]) -> list[str]:
         alternatives = []
         for candidate in where.metadata:
             args.append(candidate)
-            alternatives.append(f"metadata @> ${len(args)}::jsonb")
+            alternatives.append(f"metadata::jsonb @> ${len(args)}::jsonb")  # the form events_pending_metadata indexes
         clauses.append(f"({' OR '.join(alternatives)})")
     return clauses
 
