@@ -71,7 +71,17 @@ class InboxFilter(msgspec.Struct, frozen=True):
     """JSON objects of one top-level field; an event matches if its metadata contains any of them."""
 
 
-_COLUMNS = "event_id, created_at, source, event_type, payload, status, metadata, acknowledged_at"
+def _columns(table: str = "") -> str:
+    """The columns of :class:`EventRow`. Metadata as sent (``metadata_sent``), or its jsonb form for rows stored
+    before that was kept."""
+    t = f"{table}." if table else ""
+    return (
+        f"{t}event_id, {t}created_at, {t}source, {t}event_type, {t}payload, {t}status, "
+        f"coalesce({t}metadata_sent, {t}metadata::json) AS metadata, {t}acknowledged_at"
+    )
+
+
+_COLUMNS = _columns()
 
 
 def _row(record: asyncpg.Record) -> EventRow:
@@ -93,13 +103,16 @@ async def insert_events(conn: Conn, rows: Sequence[NewRow]) -> int:
         first.setdefault(row.event_id, row)  # an event re-sent after a 503 may come twice in one batch
     unique = sorted(first.values(), key=lambda r: r.event_id)  # one lock order for every writer of these rows
     status = await conn.execute(
-        """INSERT INTO events (event_id, tenant_id, created_at, source, event_type, priority, payload, metadata)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                                $6::text[], $7::json[], $8::json[])
+        """INSERT INTO events (event_id, tenant_id, created_at, source, event_type, priority, payload, metadata,
+                              metadata_sent)
+           SELECT e, t, c, s, et, p, pl, m::jsonb, m
+           FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::json[],
+                       $8::json[]) AS row (e, t, c, s, et, p, pl, m)
            ON CONFLICT (event_id) DO UPDATE
              SET tenant_id = EXCLUDED.tenant_id, created_at = EXCLUDED.created_at, source = EXCLUDED.source,
                  event_type = EXCLUDED.event_type, priority = EXCLUDED.priority, payload = EXCLUDED.payload,
-                 metadata = EXCLUDED.metadata, status = 'pending', deleted_at = NULL, deleted_by = NULL,
+                 metadata = EXCLUDED.metadata, metadata_sent = EXCLUDED.metadata_sent, status = 'pending',
+                 deleted_at = NULL, deleted_by = NULL,
                  persisted_at = clock_timestamp()
              WHERE events.tenant_id <> EXCLUDED.tenant_id AND events.source IS NULL
                AND NOT EXCLUDED.tenant_id = ANY(coalesce(events.deleted_by, '{}'))""",
@@ -173,7 +186,7 @@ def _filter_clauses(where: InboxFilter, args: list[object]) -> list[str]:
         alternatives = []
         for candidate in where.metadata:
             args.append(candidate)
-            alternatives.append(f"metadata::jsonb @> ${len(args)}::jsonb")  # the form events_pending_metadata indexes
+            alternatives.append(f"metadata @> ${len(args)}::jsonb")
         clauses.append(f"({' OR '.join(alternatives)})")
     return clauses
 
@@ -258,8 +271,8 @@ async def delete_events(
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetch(
             """WITH deleted AS (
-                 UPDATE events SET status = 'deleted', payload = NULL, metadata = NULL, deleted_at = now(),
-                                   lease_id = NULL, leased_until = NULL
+                 UPDATE events SET status = 'deleted', payload = NULL, metadata = NULL, metadata_sent = NULL,
+                                   deleted_at = now(), lease_id = NULL, leased_until = NULL
                  WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND status <> 'deleted'
                  RETURNING event_id, deleted_at),
                logged AS (
@@ -278,8 +291,8 @@ async def delete_events(
                      SELECT event_id, $1, created_at, 'deleted', now()
                      FROM unnest($2::uuid[], $3::timestamptz[]) AS late (event_id, created_at)
                      ON CONFLICT (event_id) DO UPDATE
-                       SET status = 'deleted', payload = NULL, metadata = NULL, deleted_at = now(),
-                           lease_id = NULL, leased_until = NULL
+                       SET status = 'deleted', payload = NULL, metadata = NULL, metadata_sent = NULL,
+                           deleted_at = now(), lease_id = NULL, leased_until = NULL
                        WHERE events.tenant_id = EXCLUDED.tenant_id AND events.status <> 'deleted'
                      RETURNING event_id, deleted_at, xmax <> 0 AS arrived)
                    INSERT INTO event_status_outbox (event_id, tenant_id, status, at)
@@ -322,7 +335,6 @@ async def lease_events(
     args: list[object] = [tenant_id, lease_id, lease_seconds, max_leases]
     clauses = ["tenant_id = $1", *_filter_clauses(where, args)]
     args.append(limit)
-    columns = _COLUMNS.split(", ")
     records = await pool.fetch(
         f"""WITH candidates AS (
               SELECT event_id, lease_count >= $4 AS poisoned FROM events WHERE {" AND ".join(clauses)}
@@ -339,7 +351,7 @@ async def lease_events(
               UPDATE events e SET lease_id = $2, leased_until = now() + make_interval(secs => $3),
                                   lease_count = e.lease_count + 1
               FROM candidates c WHERE e.event_id = c.event_id AND NOT c.poisoned
-              RETURNING {", ".join(f"e.{c}" for c in columns)}, e.leased_until),
+              RETURNING {_columns("e")}, e.leased_until),
             lease AS (
               INSERT INTO leases (lease_id, tenant_id, leased_until, event_ids)
               SELECT $2, $1, max(leased_until), array_agg(event_id) FROM leased HAVING count(*) > 0
@@ -348,7 +360,7 @@ async def lease_events(
                     leased_until = greatest(leases.leased_until, EXCLUDED.leased_until))
             SELECT *, NULL::bigint AS quarantined FROM leased
             UNION ALL
-            SELECT {", ".join("NULL" for _ in columns)}, NULL, count(*) FROM quarantined
+            SELECT {", ".join("NULL" for _ in EventRow.__struct_fields__)}, NULL, count(*) FROM quarantined
             ORDER BY created_at, event_id""",
         *args,
     )
