@@ -61,3 +61,30 @@ async def test_an_expired_key_is_claimed_anew_and_purged_while_unexpired_ones_st
         pass
     left = await pool.fetch("SELECT idempotency_key FROM idempotency_keys WHERE tenant_id = $1", tenant)
     assert sorted(r[0] for r in left) == ["kept", "old"]
+
+
+def _hash(text: bytes) -> bytes:
+    return text.ljust(32, b".")
+
+
+async def test_bodies_compare_by_body_hash_or_by_the_compact_hash_of_older_claims(pool: Pool) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    h = _hash
+    await store.claim_keys(
+        pool,
+        [
+            store.Claim(tenant, "now", h(b"compact-a"), *new_event_id(), h(b"body-a")),
+            store.Claim(tenant, "before", h(b"compact-a"), *new_event_id()),  # claimed by the previous version
+        ],
+        DAY,
+    )
+    respelled = store.Claim(tenant, "now", h(b"compact-b"), *new_event_id(), h(b"body-a"))
+    other = store.Claim(tenant, "now", h(b"compact-a"), *new_event_id(), h(b"body-b"))
+    now, before = await store.claim_keys(
+        pool, [respelled, store.Claim(tenant, "before", h(b"x"), *new_event_id())], DAY
+    )
+    assert now is not None and now.body_hash == h(b"body-a") and now.request_hash == h(b"compact-a")
+    assert respelled.same_body(now) and not other.same_body(now)  # the same event however spelled, not the bytes
+    assert before is not None and before.body_hash is None
+    assert store.Claim(tenant, "before", h(b"compact-a"), *new_event_id(), h(b"body-z")).same_body(before)
+    assert not respelled.same_body(before)  # only the compact JSON can tell for an older claim

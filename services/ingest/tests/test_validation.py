@@ -1,3 +1,5 @@
+import hashlib
+
 import msgspec
 import pytest
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -8,11 +10,12 @@ from triggers_ingest.routes import traceparent
 from triggers_ingest.validation import (
     MAX_DECIMAL_PLACES,
     NewEvent,
-    compact_request_hash,
+    body_hash,
     idempotency_header,
     no_idempotency_header,
     parse_bulk,
     parse_event,
+    parse_structured_cloudevent,
     request_hash,
 )
 
@@ -134,7 +137,10 @@ def test_metadata_must_be_an_object_whose_numbers_a_reader_can_hold() -> None:
         b"[1]": ("Expected 'object' or null", "type_error"),
         b'{"x":1e400}': ("Number out of range", "value_error"),
         b'{"x":-1E+309}': ("Number out of range", "value_error"),
-        b'{"x":1e-' + b"9" * 5000 + b"}": ("Number out of range", "value_error"),
+        b'{"x":1e-' + b"9" * 5000 + b"}": (places, "value_error"),
+        b'{"x":0e1073741823}': ("Number out of range", "value_error"),  # Postgres's own bound on the exponent
+        b'{"x":-0E+' + b"9" * 30 + b"}": ("Number out of range", "value_error"),
+        b'{"x":[1' + b"0" * 309 + b"]}": ("Number out of range", "value_error"),  # an integer, not a float
         # Postgres's jsonb, where metadata is stored, holds at most 16383 digits after the decimal point: these
         # would be accepted and then refused by the inbox (a double reads the first two as 0.0)
         b'{"x":1e-16384}': (places, "value_error"),
@@ -147,9 +153,11 @@ def test_metadata_must_be_an_object_whose_numbers_a_reader_can_hold() -> None:
         error = {"field": "body.metadata", "message": message, "type": kind}
         assert caught.value.details["validation_errors"] == [error]
     for fine in (
+        b'{"x":0e1073741822,"y":1.5e0' + b"0" * 5000 + b'1,"z":"' + b"9" * 400 + b'"}',
+        b'{"x":-1' + b"0" * 308 + b"}",
         b'{"x":1e-16383}',
         b'{"x":0.' + b"0" * 16382 + b"1}",
-        b'{"x":1.5e308,"y":-0.0,"z":1' + b"0" * 400 + b"}",
+        b'{"x":1.5e308,"y":-0.0,"z":1' + b"0" * 300 + b"}",
     ):
         assert parse_event(b'{"source":"s","event_type":"t","payload":{"a":1},"metadata":' + fine + b"}", LIMIT)
 
@@ -201,8 +209,14 @@ def test_a_bulk_item_too_deep_for_the_decoder_fails_alone() -> None:
     message = results[1].details["validation_errors"][0]["message"]  # type: ignore[union-attr]
     assert message == "JSON nested deeper than 64 levels"
 
-    # too deep outside the items, or an envelope that is wrong anyway: the whole request is refused
+    # too deep outside the items, or a body that is not JSON anyway: the whole request is refused, as it is
+    # without the deep item
+    good = b'{"source":"s","event_type":"t","payload":{"a":1}}'
     for body in (
+        b'{"items":[' + deep + b',"x\\\n,' + good + b',"]}',
+        b'{"items":[' + deep + b"," + good + b" x]}",
+        b'{"items":[' + deep + b"," + good + b'],"items":[1,2]}',
+        b'{"items":[' + deep + b"," + good + b",]}",
         b'{"items":[{"source":"s","event_type":"t","payload":{"a":1}}],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
         b'{"items":[' + deep + b",," + deep + b"]}",
         b'{"items":[' + deep + b"]",
@@ -239,6 +253,18 @@ def test_idempotency_header_and_request_hash() -> None:
         no_idempotency_header("k")
 
 
+def test_cloudevent_attributes_obey_the_metadata_number_rules() -> None:
+    base = b'{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"a":1},"ext":'
+    for value in (b"1e400", b"1e-16384"):
+        with pytest.raises(ValidationFailed) as caught:
+            parse_structured_cloudevent(base + value + b"}", LIMIT)
+        assert caught.value.details["validation_errors"][0]["field"] == "body.ext"
+    assert (
+        parse_structured_cloudevent(base + b"1.5}", LIMIT).metadata
+        == b'{"idempotency_key":"1","cloudevents":{"ext":1.5}}'
+    )
+
+
 def test_the_same_body_is_the_same_event_however_its_json_is_spelled() -> None:
     def event(payload: bytes, metadata: bytes = b'{"idempotency_key":"k","m":{"b":1,"a":"x"}}') -> NewEvent:
         return parse_event(
@@ -257,13 +283,11 @@ def test_the_same_body_is_the_same_event_however_its_json_is_spelled() -> None:
         event(b'{"a":1,"b":{"c":"\xc3\xa9","d":[true,1.50,null]}}'),  # arrays keep their order
         event(b'{"a":1,"b":{"c":"\xc3\xa9","d":[1.50,true,null]}}', b'{"idempotency_key":"k","m":{"b":2,"a":"x"}}'),
     ]
-    assert all(request_hash(e) == request_hash(base) for e in same)
-    assert all(request_hash(e) != request_hash(base) for e in different)
-    # keys claimed before the hash was canonical hold the compact JSON's
-    assert (
-        compact_request_hash(base)
-        == __import__("hashlib").sha256(b"\x00".join([b"s", b"t", base.payload, base.metadata or b""])).digest()
-    )
+    assert all(body_hash(e) == body_hash(base) for e in same)
+    assert all(body_hash(e) != body_hash(base) for e in different)
+    # beside it, the previous rule (the compact JSON as sent), which replicas of the previous version compare
+    assert all(request_hash(e) != request_hash(base) for e in same)
+    assert request_hash(base) == hashlib.sha256(b"\x00".join([b"s", b"t", base.payload, base.metadata or b""])).digest()
 
 
 def test_nul_characters_are_refused_where_postgres_cannot_store_them() -> None:

@@ -18,7 +18,7 @@ from triggers_common.runtime import Runtime
 from triggers_common.transactions import TransactionalProducer
 
 from triggers_ingest import store
-from triggers_ingest.validation import NewEvent, compact_request_hash, request_hash
+from triggers_ingest.validation import NewEvent, body_hash, request_hash
 
 log = logging.getLogger("triggers.ingest")
 _JSON_HEADER = b"application/json"
@@ -169,7 +169,12 @@ class Publisher:
         ids = new_event_ids(len(events))
         bids = [
             store.Claim(
-                tenant_id, event.idempotency_key, request_hash(event), uuid.UUID(ids[i][0]), parse_timestamp(ids[i][1])
+                tenant_id,
+                event.idempotency_key,
+                request_hash(event),
+                uuid.UUID(ids[i][0]),
+                parse_timestamp(ids[i][1]),
+                body_hash(event),
             )
             for i, event in enumerate(events)
             if event.idempotency_key is not None
@@ -187,7 +192,7 @@ class Publisher:
                 if first is not None:  # a twin earlier in this bulk request: its answer, not a second event
                     answers.append(self._twin(first, bid))
                     continue
-                outcome = await self._settle(bid, row, event)
+                outcome = await self._settle(bid, row)
                 if not isinstance(outcome, store.Claim):
                     answers.append(outcome)
                     continue
@@ -214,13 +219,11 @@ class Publisher:
     def _twin(first: store.Claim, bid: store.Claim) -> Accepted | TriggersError:
         """The answer to an item whose key an earlier item of the same request claimed: that item's event (sent
         in the same batch, so it is as durable as the request's answer), or 422 for a different body."""
-        if first.request_hash != bid.request_hash:
+        if not bid.same_body(first):
             return IdempotencyKeyReused(details={"idempotency_key": bid.key})
         return Accepted(str(first.event_id), format_timestamp(first.created_at), replayed=True)
 
-    async def _settle(
-        self, bid: store.Claim, row: store.KeyRow | None, event: NewEvent
-    ) -> store.Claim | Accepted | TriggersError:
+    async def _settle(self, bid: store.Claim, row: store.KeyRow | None) -> store.Claim | Accepted | TriggersError:
         """The claim to produce under (``bid``, or a stale one taken over), the earlier answer, or the error."""
         if row is not None and row.claimed:
             return bid
@@ -230,7 +233,7 @@ class Publisher:
         )
         if row is None:
             return in_flight
-        if row.request_hash != bid.request_hash and row.request_hash != compact_request_hash(event):
+        if not bid.same_body(row):
             return IdempotencyKeyReused(details={"idempotency_key": bid.key})
         if row.completed_at is not None:
             return Accepted(str(row.event_id), format_timestamp(row.created_at), replayed=True)

@@ -16,8 +16,17 @@ class Claim(msgspec.Struct, frozen=True):
     tenant_id: str
     key: str
     request_hash: bytes
+    """The compact JSON's hash: how replicas of the previous version compare bodies."""
     event_id: uuid.UUID
     created_at: datetime
+    body_hash: bytes | None = None
+    """The event's, however its JSON is spelled (``validation.body_hash``): how bodies compare now."""
+
+    def same_body(self, row: KeyRow | Claim) -> bool:
+        """Whether ``row`` holds this body; a claim made by the previous version has only its compact hash."""
+        if row.body_hash is None or self.body_hash is None:
+            return row.request_hash == self.request_hash
+        return row.body_hash == self.body_hash
 
 
 class KeyRow(msgspec.Struct, frozen=True):
@@ -28,9 +37,10 @@ class KeyRow(msgspec.Struct, frozen=True):
     completed_at: datetime | None
     claimed: bool
     """True when this call claimed the key (new, or expired and started over)."""
+    body_hash: bytes | None = None
 
 
-_COLUMNS = "request_hash, event_id, created_at, claimed_at, completed_at"
+_COLUMNS = "request_hash, event_id, created_at, claimed_at, completed_at, body_hash"
 
 
 def _key_row(record: asyncpg.Record, *, claimed: bool) -> KeyRow:
@@ -41,6 +51,7 @@ def _key_row(record: asyncpg.Record, *, claimed: bool) -> KeyRow:
         record["claimed_at"],
         record["completed_at"],
         claimed,
+        record["body_hash"],
     )
 
 
@@ -57,12 +68,13 @@ async def claim_keys(pool: asyncpg.Pool, claims: Sequence[Claim], ttl: timedelta
     rows: dict[tuple[str, str], KeyRow] = {}
     for record in await pool.fetch(
         f"""INSERT INTO idempotency_keys AS k
-               (tenant_id, idempotency_key, request_hash, event_id, created_at, expires_at)
-           SELECT tenant_id, idempotency_key, request_hash, event_id, created_at, clock_timestamp() + $6::interval
-           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::timestamptz[])
-             AS bid (tenant_id, idempotency_key, request_hash, event_id, created_at)
+               (tenant_id, idempotency_key, request_hash, event_id, created_at, expires_at, body_hash)
+           SELECT tenant_id, idempotency_key, request_hash, event_id, created_at, clock_timestamp() + $6::interval,
+                  body_hash
+           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::timestamptz[], $7::bytea[])
+             AS bid (tenant_id, idempotency_key, request_hash, event_id, created_at, body_hash)
            ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
-             SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
+             SET request_hash = EXCLUDED.request_hash, body_hash = EXCLUDED.body_hash, event_id = EXCLUDED.event_id,
                  created_at = EXCLUDED.created_at, claimed_at = clock_timestamp(), completed_at = NULL,
                  expires_at = EXCLUDED.expires_at
              WHERE k.expires_at <= clock_timestamp()
@@ -73,6 +85,7 @@ async def claim_keys(pool: asyncpg.Pool, claims: Sequence[Claim], ttl: timedelta
         [c.event_id for c in bids.values()],
         [c.created_at for c in bids.values()],
         ttl,
+        [c.body_hash for c in bids.values()],
     ):
         rows[record[0], record[1]] = _key_row(record, claimed=True)
     held = [key for key in bids if key not in rows]

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -44,20 +45,43 @@ MAX_DECIMAL_PLACES = 16383
 stored, can hold (``1e-16384`` or ``0.0e-16383`` overflow it)."""
 
 
+MAX_EXPONENT = 1_073_741_822
+"""The largest exponent Postgres's numeric input takes, even for zero (``0e1073741823`` overflows it)."""
+
+
 def _metadata_number(text: str) -> float:
     """A non-integer number of ``metadata``, as written; refused unless every reader can hold it (a double) and
     jsonb can store it, so that no event is accepted and then refused by the inbox."""
     mantissa, _, exponent = text.lower().partition("e")
-    try:
-        places = len(mantissa.partition(".")[2]) - int(exponent or "0")
-    except ValueError:  # an exponent of thousands of digits
-        raise ValueError("Number out of range") from None
-    if places > MAX_DECIMAL_PLACES:
+    digits = exponent.lstrip("+-").lstrip("0")
+    power = int(digits or "0") if len(digits) <= 10 else 2 * MAX_EXPONENT  # more digits: beyond every limit
+    power = -power if exponent.startswith("-") else power
+    if power > MAX_EXPONENT:
+        raise ValueError("Number out of range")
+    if len(mantissa.partition(".")[2]) - power > MAX_DECIMAL_PLACES:
         raise ValueError(f"Number needs more than {MAX_DECIMAL_PLACES} digits after the decimal point")
     value = float(text)
     if math.isinf(value):
         raise ValueError("Number out of range")
     return value
+
+
+_LONG_INTEGER = re.compile(rb"\d{309}")
+"""Digits enough for an integer beyond a double's range (which msgspec decodes as an int, not through the hook)."""
+
+
+def _beyond_double(value: Any) -> bool:
+    """Whether ``value`` (decoded JSON) holds an integer no double can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and abs(item) > sys.float_info.max:
+            return True
+    return False
 
 
 _decode_body = msgspec.json.Decoder(_Body).decode
@@ -144,6 +168,8 @@ def _metadata(raw: bytes, errors: list[dict[str, str]], at: str) -> str | None:
         else:  # a number that readers of the inbox and webhooks, or jsonb, could not hold
             errors.append(_error(f"{at}.metadata", _AT.sub("", text), "value_error"))
         return None
+    if _LONG_INTEGER.search(raw) and _beyond_double(metadata):
+        errors.append(_error(f"{at}.metadata", "Number out of range", "value_error"))
     priority = metadata.get("priority")
     if priority is not None and priority not in PRIORITIES:
         errors.append(_error(f"{at}.metadata.priority", "Must be one of: low, normal, high", "value_error"))
@@ -238,17 +264,19 @@ def no_idempotency_header(value: str | None) -> None:
         )
 
 
-def request_hash(event: NewEvent) -> bytes:
+def body_hash(event: NewEvent) -> bytes:
     """What "the same body" means for idempotency: the same validated event. How its JSON is spelled does not
-    matter (whitespace, the order of object keys, how strings are escaped); numbers compare as written."""
+    matter (whitespace, the order of object keys, how strings are escaped); numbers compare as written, except
+    that the integer ``-0`` is ``0``, and an object with a repeated key counts its last value (as jsonb and most
+    JSON readers do)."""
     metadata = _canonical(event.metadata) if event.metadata is not None else b""
     parts = (event.source.encode(), event.event_type.encode(), _canonical(event.payload), metadata)
     return hashlib.sha256(b"\x00".join(parts)).digest()
 
 
-def compact_request_hash(event: NewEvent) -> bytes:
-    """:func:`request_hash` as keys claimed before 2026-11-27 hold it (the compact JSON as sent), so a retry
-    of such a request is still recognised. Not needed once those keys have expired (24 h by default)."""
+def request_hash(event: NewEvent) -> bytes:
+    """The previous rule, kept beside :func:`body_hash` for replicas of the previous version (a rolling deploy,
+    a rollback): the same compact JSON."""
     parts = (event.source.encode(), event.event_type.encode(), event.payload, event.metadata or b"")
     return hashlib.sha256(b"\x00".join(parts)).digest()
 
@@ -320,12 +348,22 @@ def _bulk_items(body: bytes) -> list[msgspec.Raw]:
         shallow += [body[last:start], b"0"]
         last = end
     envelope = _decode(_decode_bulk, b"".join([*shallow, body[last:]]))  # still too deep: outside the items
-    if len(envelope.items) != len(spans):  # cannot happen for JSON the decoder took; never guess
+    if [bytes(item) for item in envelope.items] != [b"0"] * len(spans):  # e.g. "items" twice: never guess
         raise ValidationFailed.of([_error("body", "Malformed JSON", "json_invalid")], "Request body is not valid JSON")
-    return [msgspec.Raw(body[start:end]) for start, end in spans]
+    items = [body[start:end] for start, end in spans]
+    for item in items:  # each must be JSON, as in one decoding of the body; only a deep one fails alone
+        try:
+            _decode(_decode_raw, item)
+        except ValidationFailed as exc:
+            if not isinstance(exc.__cause__, RecursionError):
+                raise
+    return [msgspec.Raw(item) for item in items]
 
 
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+_decode_raw = msgspec.json.Decoder(msgspec.Raw).decode
+
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
 
 
 def _item_spans(body: bytes) -> list[tuple[int, int]]:
@@ -354,6 +392,7 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 _CE_CORE = ("specversion", "id", "source", "type")
 _CE_DROPPED = {"data", "data_base64", "datacontenttype", "dataschema"}
 _decode_attributes = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_decode_attribute = msgspec.json.Decoder(float_hook=_metadata_number).decode  # kept in metadata.cloudevents
 
 
 def _cloudevent(attributes: dict[str, Any], data: bytes | None, max_payload_bytes: int, at: str) -> NewEvent:
@@ -398,7 +437,7 @@ def parse_structured_cloudevent(body: bytes, max_payload_bytes: int) -> NewEvent
     raw = _decode(_decode_attributes, body)
     if "data_base64" in raw:
         raise UnsupportedMediaType("CloudEvent data must be JSON, not data_base64")
-    attributes = {k: msgspec.json.decode(v) for k, v in raw.items() if k != "data"}
+    attributes = {k: _decode(_decode_attribute, bytes(v), f"body.{k}") for k, v in raw.items() if k != "data"}
     data = bytes(raw["data"]) if "data" in raw else None
     return _cloudevent(attributes, data, max_payload_bytes, "body")
 
