@@ -8,7 +8,9 @@ import itertools
 import math
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -390,7 +392,9 @@ def _item_spans(body: bytes) -> list[tuple[int, int]]:
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 _CE_CORE = ("specversion", "id", "source", "type")
-_CE_DROPPED = {"data", "data_base64", "datacontenttype", "dataschema"}
+_CE_DROPPED = {"data", "data_base64", "datacontenttype"}  # the payload, and its type (always JSON here)
+_CE_NAME = re.compile(r"[a-z0-9]+")
+"""What a CloudEvents attribute name may be made of (CloudEvents 1.0, "Attribute Naming Convention")."""
 _decode_attributes = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode_attribute = msgspec.json.Decoder(float_hook=_metadata_number).decode  # kept in metadata.cloudevents
 
@@ -407,6 +411,8 @@ def _cloudevent(attributes: dict[str, Any], data: bytes | None, max_payload_byte
             errors.append(_error(f"{at}.{name}", "Required non-empty string attribute", "missing"))
     if not errors and attributes["specversion"] != "1.0":
         errors.append(_error(f"{at}.specversion", "Only CloudEvents 1.0 is supported", "value_error"))
+    if "time" in attributes and not _rfc3339(attributes["time"]):
+        errors.append(_error(f"{at}.time", "Must be an RFC 3339 timestamp with an offset", "value_error"))
     datacontenttype = attributes.get("datacontenttype")
     if isinstance(datacontenttype, str) and not media_type(datacontenttype).endswith("json"):
         raise UnsupportedMediaType("CloudEvent data must be JSON", {"datacontenttype": datacontenttype})
@@ -432,6 +438,13 @@ def _cloudevent(attributes: dict[str, Any], data: bytes | None, max_payload_byte
         raise
 
 
+def _rfc3339(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and msgspec.convert(value, datetime).tzinfo is not None
+    except msgspec.ValidationError:
+        return False
+
+
 def parse_structured_cloudevent(body: bytes, max_payload_bytes: int) -> NewEvent:
     """``Content-Type: application/cloudevents+json``: the whole event in the body."""
     raw = _decode(_decode_attributes, body)
@@ -443,10 +456,29 @@ def parse_structured_cloudevent(body: bytes, max_payload_bytes: int) -> NewEvent
 
 
 def parse_binary_cloudevent(headers: list[tuple[bytes, bytes]], body: bytes, max_payload_bytes: int) -> NewEvent:
-    """Binary mode: attributes in ``ce-*`` headers, the data (JSON) is the body."""
+    """Binary mode: attributes in ``ce-*`` headers, the data (JSON) is the body.
+
+    Each value is percent-decoded once and must then be UTF-8 (CloudEvents HTTP binding 1.0.2, 3.1.3.2); a ``%``
+    not followed by two hex digits stays as it is, as senders that do not encode (the Python SDK) write it. An
+    attribute given twice, or a name that is not lowercase letters and digits, is a 400: never a guess.
+    """
     attributes: dict[str, Any] = {}
+    errors: list[dict[str, str]] = []
     for name, value in headers:
-        if name.startswith(b"ce-"):
-            attributes[name[3:].decode("latin-1")] = value.decode("utf-8", "replace")
+        if not name.startswith(b"ce-"):
+            continue
+        attribute = name[3:].decode("latin-1")
+        at = f"header.{attribute}"
+        if not _CE_NAME.fullmatch(attribute):
+            errors.append(_error(at, "Attribute names are lowercase letters and digits", "value_error"))
+        elif attribute in attributes:
+            errors.append(_error(at, "Given more than once", "value_error"))
+        else:
+            try:
+                attributes[attribute] = urllib.parse.unquote_to_bytes(value.strip()).decode()
+            except UnicodeDecodeError:
+                errors.append(_error(at, "Not UTF-8 once percent-decoded", "value_error"))
+    if errors:
+        raise ValidationFailed.of(errors)
     _decode(msgspec.json.decode, body)
     return _cloudevent(attributes, body, max_payload_bytes, "header")
