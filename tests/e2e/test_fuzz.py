@@ -24,7 +24,16 @@ async def test_openapi_documents_every_route(server_url: str) -> None:
     assert ingest["requestBody"]["content"]["application/json"]["example"]["source"] == "shop"
     assert {"400", "401", "403", "413", "415", "429", "503"} <= set(ingest["responses"])
     assert {p["name"] for p in ingest["parameters"]} >= {"Idempotency-Key", "X-Signature", "ce-specversion"}
-    assert spec["paths"]["/v1/events/bulk"]["post"]["requestBody"]
+    structured = ingest["requestBody"]["content"]["application/cloudevents+json"]
+    assert structured["example"]["specversion"] == "1.0" and structured["schema"]["$ref"].endswith("CloudEventIn")
+    assert "idempotent-replayed" in {h.lower() for h in ingest["responses"]["201"]["headers"]}
+    assert {"Retry-After", "X-Request-ID"} <= set(ingest["responses"]["429"]["headers"])
+    assert "Retry-After" in ingest["responses"]["503"]["headers"]
+    reused = ingest["responses"]["422"]["content"]["application/json"]["example"]["error"]
+    assert reused["code"] == "IDEMPOTENCY_KEY_REUSED" and reused["request_id"]
+    assert {p["name"] for p in ingest["parameters"]} >= {"ce-time", "traceparent", "X-Signature-Timestamp"}
+    bulk = spec["paths"]["/v1/events/bulk"]["post"]
+    assert bulk["requestBody"] and bulk["responses"]["201"]["content"]["application/json"]["example"]["failed"]
     assert {p["name"] for p in spec["paths"]["/v1/inbox"]["get"]["parameters"]} >= {"limit", "cursor", "source"}
     envelope = spec["components"]["schemas"]["ErrorEnvelope"]
     assert envelope["properties"]["error"]["$ref"].endswith("ErrorBody")

@@ -60,11 +60,33 @@ class Doc:
     body: Any = None
     body_example: Any = None
     body_media: tuple[str, ...] = ("application/json",)
+    other_bodies: tuple[tuple[str, Any, Any], ...] = ()
+    """More media types the body may have: (media type, its type, an example)."""
     params: tuple[Param, ...] = ()
     response: Any = None
     response_example: Any = None
+    response_headers: tuple[tuple[str, str], ...] = ()
+    """Headers of the success response beyond the ones every response has: (name, description)."""
     status: int = 200
     errors: tuple[int, ...] = ()
+    error_notes: tuple[tuple[int, str], ...] = ()
+    """What an error status means on this route, where it is more than :data:`ERRORS` says: "CODE: when"."""
+
+
+_RETRY_AFTER = {"Retry-After": "Seconds to wait before trying again"}
+_EXAMPLE_REQUEST_ID = "5f0c6d8e-2a41-4a0e-9a57-0b8f3f7c2d11"
+
+
+def _error_example(note: str) -> dict[str, Any]:
+    code, _, message = note.partition(": ")
+    return {
+        "error": {
+            "code": code,
+            "message": message[:1].upper() + message[1:],
+            "details": {},
+            "request_id": _EXAMPLE_REQUEST_ID,
+        }
+    }
 
 
 def _schema(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
@@ -107,10 +129,12 @@ def enrich(document: dict[str, Any], docs: Iterable[tuple[str, str, Doc]]) -> di
             )
         if doc.body is not None:
             body_schema = _schema(doc.body, schemas)
-            content = {media: {"schema": body_schema} for media in doc.body_media}
+            content: dict[str, dict[str, Any]] = {media: {"schema": body_schema} for media in doc.body_media}
             if doc.body_example is not None:
-                for media in content.values():
-                    media["example"] = doc.body_example
+                for one in content.values():
+                    one["example"] = doc.body_example
+            for media, tp, example in doc.other_bodies:
+                content[media] = {"schema": _schema(tp, schemas), "example": example}
             operation["requestBody"] = {"required": True, "content": content}
         responses: dict[str, Any] = {}
         headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in _RATE_HEADERS.items()}
@@ -118,16 +142,20 @@ def enrich(document: dict[str, Any], docs: Iterable[tuple[str, str, Doc]]) -> di
             success: dict[str, Any] = {"schema": _schema(doc.response, schemas)}
             if doc.response_example is not None:
                 success["example"] = doc.response_example
+            extra = {name: {"description": text, "schema": {"type": "string"}} for name, text in doc.response_headers}
             responses[str(doc.status)] = {
                 "description": "Success",
-                "headers": headers,
+                "headers": {**headers, **extra},
                 "content": {"application/json": success},
             }
+        notes = dict(doc.error_notes)
         for status in sorted({*doc.errors, *AUTH_ERRORS}):
+            note = notes.get(status, ERRORS[status])
+            retry = {n: {"description": t, "schema": {"type": "string"}} for n, t in _RETRY_AFTER.items()}
             responses[str(status)] = {
-                "description": ERRORS[status],
-                "headers": headers,
-                "content": {"application/json": {"schema": envelope}},
+                "description": note,
+                "headers": {**headers, **retry} if status in (429, 503) else headers,
+                "content": {"application/json": {"schema": envelope, "example": _error_example(note)}},
             }
         operation["responses"] = responses
     return document

@@ -78,26 +78,61 @@ class BulkIn(msgspec.Struct, forbid_unknown_fields=True):
     items: Annotated[list[EventIn], msgspec.Meta(min_length=1, max_length=1000)]
 
 
+class CloudEventIn(msgspec.Struct):
+    """A CloudEvent 1.0 in structured mode (``application/cloudevents+json``): source, type and data become the
+    event's source, event_type and payload, id its idempotency key; every other attribute (subject, time,
+    dataschema, extensions: lowercase letters and digits) is kept in ``metadata.cloudevents``."""
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    source: Name
+    type: Name
+    data: Annotated[dict[str, Any], msgspec.Meta(min_length=1)]
+    time: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})] | None = None
+    subject: str | None = None
+    dataschema: str | None = None
+    datacontenttype: str | None = None
+
+
 EXAMPLE_EVENT = {
     "source": "shop",
     "event_type": "order.created",
     "payload": {"order_id": "ord_42", "total": 19.99},
     "metadata": {"priority": "high", "idempotency_key": "order-42-created"},
 }
-EXAMPLE_ACCEPTED = {
+EXAMPLE_CLOUDEVENT = {
+    "specversion": "1.0",
+    "id": "order-42-created",
+    "source": "/shop",
+    "type": "order.created",
+    "time": "2026-11-25T18:38:51.123456Z",
+    "data": {"order_id": "ord_42", "total": 19.99},
+}
+EXAMPLE_SUCCESS = {
     "event_id": "019ab5d0-7c1e-7a35-b6f4-3c2d8e1f0a9b",
     "created_at": "2026-11-25T18:38:51.123456Z",
     "status": "pending",
     "message": "Event ingested successfully",
-    "request_id": "5f0c6d8e-2a41-4a0e-9a57-0b8f3f7c2d11",
 }
+EXAMPLE_ACCEPTED = {**EXAMPLE_SUCCESS, "request_id": "5f0c6d8e-2a41-4a0e-9a57-0b8f3f7c2d11"}
 INGEST_HEADERS = (
     Param("Idempotency-Key", "header", "Alias of metadata.idempotency_key (≤ 255 chars); 24 h per tenant"),
     Param("traceparent", "header", "W3C trace context; carried into the Kafka record"),
 )
-CLOUDEVENT_HEADERS = tuple(
-    Param(f"ce-{name}", "header", f"CloudEvents binary mode: the event's {name}")
-    for name in ("specversion", "id", "source", "type")
+CLOUDEVENT_HEADERS = (
+    Param("ce-specversion", "header", "CloudEvents binary mode (the body is the data): 1.0"),
+    Param("ce-id", "header", "CloudEvents binary mode: the event's id, its idempotency key"),
+    Param("ce-source", "header", "CloudEvents binary mode: the event's source"),
+    Param("ce-type", "header", "CloudEvents binary mode: the event's type (our event_type)"),
+    Param("ce-time", "header", "CloudEvents binary mode: RFC 3339, kept in metadata.cloudevents"),
+    Param("ce-subject", "header", "CloudEvents binary mode: kept in metadata.cloudevents"),
+    Param("ce-dataschema", "header", "CloudEvents binary mode: kept in metadata.cloudevents"),
+)
+"""Other ``ce-*`` headers are extensions (names of lowercase letters and digits), kept in metadata.cloudevents.
+Values are percent-decoded once and must then be UTF-8."""
+INGEST_ERROR_NOTES = (
+    (409, "CONFLICT: a request with the same idempotency key is in flight (`details.event_id` is its event)"),
+    (422, "IDEMPOTENCY_KEY_REUSED: the idempotency key was used with a different body in the last 24 h"),
 )
 
 
@@ -220,12 +255,16 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
                 "doc": Doc(
                     body=EventIn,
                     body_example=EXAMPLE_EVENT,
-                    body_media=("application/json", "application/cloudevents+json"),
+                    other_bodies=(("application/cloudevents+json", CloudEventIn, EXAMPLE_CLOUDEVENT),),
                     params=INGEST_HEADERS + CLOUDEVENT_HEADERS,
                     response=AcceptedBody,
                     response_example=EXAMPLE_ACCEPTED,
+                    response_headers=(
+                        ("Idempotent-Replayed", "true when this answers a repeat: the original event, nothing new"),
+                    ),
                     status=201,
                     errors=(400, 409, 413, 415, 422),
+                    error_notes=INGEST_ERROR_NOTES,
                 )
             },
         ),
@@ -245,6 +284,28 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
                     body_example={"items": [EXAMPLE_EVENT, {**EXAMPLE_EVENT, "metadata": None}]},
                     params=(INGEST_HEADERS[1],),
                     response=BulkBody,
+                    response_example={
+                        "successful": [{**EXAMPLE_SUCCESS, "replayed": False}],
+                        "failed": [
+                            {
+                                "index": 1,
+                                "error": {
+                                    "code": "VALIDATION_ERROR",
+                                    "message": "Request validation failed",
+                                    "details": {
+                                        "validation_errors": [
+                                            {
+                                                "field": "body.items.1.source",
+                                                "message": "Must not be blank",
+                                                "type": "value_error",
+                                            }
+                                        ]
+                                    },
+                                },
+                            }
+                        ],
+                        "request_id": EXAMPLE_ACCEPTED["request_id"],
+                    },
                     status=201,
                     errors=(400, 413, 415),
                 )
