@@ -14,9 +14,10 @@ import msgspec
 import pytest
 from triggers_common.auth import create_key, set_tenant_rate_limit
 from triggers_common.db import Pool
+from triggers_common.key_admin import update_key
 from triggers_common.signing import sign_request
 
-from tests.support import Server, event
+from tests.support import Server, event, wait_until
 
 pytestmark = pytest.mark.e2e
 SECRET = "sig-secret-0123456789"
@@ -137,6 +138,26 @@ async def test_refusals_of_a_known_key_report_its_limit_without_spending_it(
     assert allowed.status_code == 200 and int(allowed.headers["x-ratelimit-remaining"]) >= 28
 
 
+async def test_a_lowered_limit_holds_at_once_for_tokens_already_leased(client: httpx.AsyncClient, pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        created = await create_key(conn, f"acc-{uuid.uuid4().hex[:10]}", rate_limit=1000)
+    auth = {"X-API-Key": created.key}
+    for _ in range(3):  # this replica now holds a lease of 20 tokens under the old limit
+        assert (await client.get("/v1/inbox", headers=auth)).status_code == 200
+    async with pool.acquire() as conn:
+        assert await update_key(conn, created.tenant_id, created.key_id, {"rate_limit": 5}, "test")
+
+    async def lowered() -> httpx.Response | None:
+        response = await client.get("/v1/inbox", headers=auth)
+        return response if response.headers.get("x-ratelimit-limit") == "5" else None
+
+    first = await wait_until(lowered, timeout=10, what="the new limit")
+    later = [await client.get("/v1/inbox", headers=auth) for _ in range(15)]
+    statuses = [r.status_code for r in [first, *later]]
+    assert statuses.count(200) <= 6 and statuses.count(429) >= 10, statuses  # 5, and what refills meanwhile
+    assert all(int(r.headers["x-ratelimit-remaining"]) <= 5 for r in [first, *later])
+
+
 async def test_tenant_cap_spans_keys(client: httpx.AsyncClient, pool: Pool) -> None:
     tenant = f"capped-{uuid.uuid4().hex[:8]}"
     async with pool.acquire() as conn:
@@ -195,3 +216,6 @@ async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(replicas: lis
             )
             assert response.status_code == status, forwarded
         assert (await c.post("/v1/events", json=event(), headers={"X-API-Key": key})).status_code == 403
+        # a proxy that adds its own line: the lines are one list, so the forged first line is not the client
+        lines = [("X-API-Key", key), ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-For", "198.51.100.1")]
+        assert (await c.post("/v1/events", json=event(), headers=lines)).status_code == 403

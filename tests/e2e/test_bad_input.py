@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -94,6 +95,23 @@ async def test_payload_over_limit_is_413_with_sizes(client: httpx.AsyncClient) -
     error = assert_envelope(await client.post("/v1/events", json=event(payload=big)), 413, "PAYLOAD_TOO_LARGE")
     assert error["details"]["limit_bytes"] == 409_600
     assert error["details"]["actual_bytes"] == len('{"blob":""}') + 409_600
+
+
+async def test_metadata_over_its_limit_is_413_and_spacing_does_not_count(
+    client: httpx.AsyncClient, tenant_key: str
+) -> None:
+    auth = {"X-API-Key": tenant_key}
+    big = event(metadata={"blob": "m" * 70_000})  # beyond 65,536 bytes: the broker would refuse the record
+    error = assert_envelope(await client.post("/v1/events", json=big, headers=auth), 413, "PAYLOAD_TOO_LARGE")
+    assert error["details"] == {"limit_bytes": 65_536, "actual_bytes": len(b'{"blob":""}') + 70_000}
+    bulk = await client.post("/v1/events/bulk", json={"items": [big, event(payload={"ok": 1})]}, headers=auth)
+    assert bulk.status_code == 201 and [f["index"] for f in bulk.json()["failed"]] == [0]
+    assert bulk.json()["failed"][0]["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    # limits count the compact JSON: a payload just under its limit, pretty-printed, is accepted
+    pretty = json.dumps(event(payload={f"k{i:06}": i for i in range(25_000)}), indent=2).encode()
+    assert len(pretty) > 409_600 + 65_536
+    accepted = await client.post("/v1/events", content=pretty, headers={**auth, **JSON})
+    assert accepted.status_code == 201, accepted.text
 
 
 async def test_payload_at_limit_is_accepted(client: httpx.AsyncClient) -> None:

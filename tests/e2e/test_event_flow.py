@@ -162,6 +162,11 @@ async def test_bearer_auth_and_request_ids(client: httpx.AsyncClient, tenant_key
     long_id = "x" * 500
     capped = await client.get("/v1/health", headers={"X-Request-ID": long_id})
     assert capped.headers["x-request-id"] == "x" * 128 and capped.json()["request_id"] == "x" * 128
+    # an id in UTF-8 is the same text in the header and the body, cut at 128 characters, not bytes
+    for sent, echoed in (("req-é", "req-é"), ("a" * 127 + "éé", "a" * 127 + "é"), ("ключ", "ключ")):
+        answer = await client.get("/v1/health", headers=[(b"X-Request-ID", sent.encode())])
+        assert answer.json()["request_id"] == echoed
+        assert {k.lower(): v for k, v in answer.headers.raw}[b"x-request-id"] == echoed.encode()
 
     generated = await client.get("/v1/inbox", headers=headers(tenant_key))
     assert (

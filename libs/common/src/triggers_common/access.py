@@ -34,7 +34,8 @@ def client_ip(scope: Any, trusted: tuple[IPNetwork, ...]) -> IPAddress | None:
         return None
     if address is None or not any(address in net for net in trusted):
         return address
-    forwarded = header(scope, b"x-forwarded-for")
+    # Every X-Forwarded-For line, in order, as one list (RFC 9110 5.3): a proxy may add its own line
+    forwarded = ",".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for")
     if not forwarded:
         return address
     for hop in reversed([h.strip() for h in forwarded.split(",")]):

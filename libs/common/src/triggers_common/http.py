@@ -80,7 +80,7 @@ def request_id(scope: Scope | Request[Any, Any, Any]) -> str:
     rid: str | None = s.get(_REQUEST_ID)
     if rid is None:
         rid = header(s, b"x-request-id")
-        rid = rid[:_MAX_REQUEST_ID] if rid else str(uuid.uuid4())
+        rid = utf8(rid)[:_MAX_REQUEST_ID] if rid else str(uuid.uuid4())  # the same text in header and body
         s[_REQUEST_ID] = rid
     return rid
 
@@ -130,6 +130,14 @@ def header(scope: Any, name: bytes) -> str | None:
     return None
 
 
+def utf8(value: str) -> str:
+    """A header value (read as latin-1, byte for byte) as UTF-8 when its bytes are UTF-8, as a body's would be."""
+    try:
+        return value.encode("latin-1").decode()
+    except UnicodeError:
+        return value
+
+
 def api_key(scope: Any) -> str | None:
     """The key from ``X-API-Key``, or from ``Authorization: Bearer``."""
     key = header(scope, b"x-api-key")
@@ -148,7 +156,7 @@ def json_response(body: bytes, status_code: int = 200, headers: dict[str, str] |
 def _with_request_headers(scope: Any, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``headers`` plus what every response carries: ``X-Request-ID``, and the ``X-RateLimit-*`` headers the
     access check left in the scope (unless the response already has them, as a 429 does)."""
-    headers.append((b"x-request-id", request_id(scope).encode("latin-1")))
+    headers.append((b"x-request-id", request_id(scope).encode()))
     limits: dict[str, str] | None = scope.get(RATE_LIMIT_HEADERS)
     if limits:
         present = {name for name, _ in headers}

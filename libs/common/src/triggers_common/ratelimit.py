@@ -44,9 +44,11 @@ class Decision(msgspec.Struct, frozen=True):
 class _Pocket:
     """A replica's share of one bucket."""
 
-    __slots__ = ("empty_until", "global_remaining", "lease", "tokens")
+    __slots__ = ("empty_until", "global_remaining", "lease", "per_minute", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        """The limit its tokens were leased under."""
         self.tokens = 0
         self.global_remaining = 0.0
         self.empty_until = 0.0
@@ -60,9 +62,7 @@ class RateLimiter:
 
     async def take(self, bucket: str, per_minute: int) -> Decision:
         """Spend one token of ``bucket`` (capacity ``per_minute``, refilled at ``per_minute / 60`` per second)."""
-        pocket = self._pockets.get(bucket)
-        if pocket is None:
-            pocket = self._pockets[bucket] = _Pocket()
+        pocket = self._pocket(bucket, per_minute)
         # Lease until this request holds a token or the bucket is known to be empty: waiters that lose the
         # race for a small chunk lease again instead of being refused while the bucket still has tokens.
         while pocket.tokens <= 0 and time.monotonic() >= pocket.empty_until:
@@ -70,7 +70,7 @@ class RateLimiter:
         rate = per_minute / 60.0
         if pocket.tokens > 0:
             pocket.tokens -= 1
-            remaining = int(pocket.global_remaining) + pocket.tokens
+            remaining = min(int(pocket.global_remaining) + pocket.tokens, per_minute)
             return Decision(True, per_minute, remaining, _reset_at(per_minute, remaining, rate), 0)
         retry_after = max(1, math.ceil(max(pocket.empty_until - time.monotonic(), 1.0 / rate)))
         return Decision(False, per_minute, 0, _reset_at(per_minute, 0, rate), retry_after)
@@ -78,12 +78,20 @@ class RateLimiter:
     async def peek(self, bucket: str, per_minute: int) -> Decision:
         """The bucket as :meth:`take` would report it, without spending a token: for the headers of a request
         refused for another reason (scope, IP, signature), which must not use up the key's budget."""
-        pocket = self._pockets.get(bucket)
-        if pocket is None:  # first sight of the bucket here: lease, so the numbers are the real ones
-            pocket = self._pockets[bucket] = _Pocket()
+        known = self._pockets.get(bucket)
+        pocket = self._pocket(bucket, per_minute)
+        if pocket is not known:  # first sight here (or a new limit): lease, so the numbers are the real ones
             await self._lease(bucket, per_minute, pocket)
-        remaining = int(pocket.global_remaining) + pocket.tokens
+        remaining = min(int(pocket.global_remaining) + pocket.tokens, per_minute)
         return Decision(True, per_minute, remaining, _reset_at(per_minute, remaining, per_minute / 60.0), 0)
+
+    def _pocket(self, bucket: str, per_minute: int) -> _Pocket:
+        """This replica's share of ``bucket``: a new one when the limit has changed, since tokens leased under
+        the old limit (up to 2 % of it) must not be spent under the new one."""
+        pocket = self._pockets.get(bucket)
+        if pocket is None or pocket.per_minute != per_minute:
+            pocket = self._pockets[bucket] = _Pocket(per_minute)
+        return pocket
 
     async def _lease(self, bucket: str, per_minute: int, pocket: _Pocket) -> None:
         if pocket.lease is not None:

@@ -250,7 +250,7 @@ def build_routes(rt: Runtime, publisher: Publisher) -> list[ControllerRouterHand
             description="201 means durable: the event is in Kafka with acks=all. 503 if the broker cannot take it "
             "within the send timeout. A repeat with the same idempotency key and body answers the original event "
             "with `Idempotent-Replayed: true`.",
-            request_max_body_size=settings.max_payload_bytes + 64 * 1024,
+            request_max_body_size=settings.max_body_bytes,  # the payload and metadata limits apply, compact
             opt={
                 "doc": Doc(
                     body=EventIn,

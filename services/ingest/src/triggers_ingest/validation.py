@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import math
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from triggers_common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from triggers_common.http import media_type
+from triggers_common.http import media_type, utf8
 from triggers_common.models import PRIORITIES
 
 T = TypeVar("T")
@@ -23,6 +22,9 @@ MAX_NAME = 100
 MAX_IDEMPOTENCY_KEY = 255
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects in ``payload`` or ``metadata``."""
+MAX_METADATA_BYTES = 65_536
+"""Largest ``metadata``, compact. With the payload's limit it keeps a record well inside the broker's largest
+message (1 MiB): a bigger one was refused by the broker, and answered 503, as if Kafka were down."""
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -222,6 +224,11 @@ def _event(parsed: _Body, max_payload_bytes: int, at: str) -> NewEvent:
     metadata = None
     idempotency_key = None
     compact = msgspec.json.format(parsed.metadata, indent=-1)
+    if len(compact) > MAX_METADATA_BYTES:
+        raise PayloadTooLarge(
+            f"Metadata exceeds {MAX_METADATA_BYTES} bytes",
+            {"limit_bytes": MAX_METADATA_BYTES, "actual_bytes": len(compact)},
+        )
     if compact != b"null":
         metadata = compact
         if b"\\u0000" in metadata and _NUL.search(metadata):  # jsonb (where metadata is stored) cannot hold NUL
@@ -239,8 +246,7 @@ def idempotency_header(value: str | None, event: NewEvent) -> NewEvent:
     """Apply the ``Idempotency-Key`` header (an alias of ``metadata.idempotency_key``) to ``event``."""
     if value is None:
         return event
-    with contextlib.suppress(UnicodeError):  # header values arrive as latin-1; a key in UTF-8 reads as in the body
-        value = value.encode("latin-1").decode()
+    value = utf8(value)  # a key in UTF-8 reads as the same key in the body
     if not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY or "\x00" in value:
         raise ValidationFailed.of(
             [_error("header.Idempotency-Key", f"Must be 1..{MAX_IDEMPOTENCY_KEY} characters", "value_error")]
