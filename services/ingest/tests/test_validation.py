@@ -114,9 +114,19 @@ def test_traceparent_continues_or_starts_a_trace() -> None:
         f"ff-{trace}-00f067aa0ba902b7-01",  # version ff is invalid
         f"00-{trace.upper()}-00f067aa0ba902b7-01",  # upper case is not allowed
         f"00_{trace}_00f067aa0ba902b7_01",
+        f"00-{trace}-{'0' * 16}-01",  # so is the all-zero parent id
+        f"00-{trace}-00f067aa0ba902b7-01-more",  # version 00 has nothing after the flags
     ):
         started = traceparent({"headers": [(b"traceparent", garbage.encode())]})
         assert trace not in started.decode().lower() and started.endswith(b"-00"), garbage  # a new trace
+    # a later version is read by version 00's rules; only the sampled flag goes on
+    for incoming, flags in (
+        (f"01-{trace}-00f067aa0ba902b7-01-whatever", b"-01"),
+        (f"00-{trace}-00f067aa0ba902b7-ff", b"-01"),
+        (f"00-{trace}-00f067aa0ba902b7-02", b"-00"),
+    ):
+        continued = traceparent({"headers": [(b"traceparent", incoming.encode())]})
+        assert continued.startswith(f"00-{trace}-".encode()) and continued.endswith(flags), incoming
 
 
 def test_bulk_items_report_their_index() -> None:

@@ -136,17 +136,22 @@ INGEST_ERROR_NOTES = (
 )
 
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _NO_TRACE = "0" * 32
+_NO_PARENT = "0" * 16
 
 
 def traceparent(scope: Any) -> bytes:
     """W3C trace context for the Kafka record when tracing is off (no span to name): the caller's trace
-    continues, or a new one starts."""
+    continues, or a new one starts. As W3C Trace Context says, and as OpenTelemetry's propagator does when tracing
+    is on: all-zero ids are invalid, a later version is read by version 00's rules, and only the sampled flag
+    is carried on."""
     incoming = header(scope, b"traceparent")
     span = os.urandom(8).hex()
-    if incoming and (valid := _TRACEPARENT.fullmatch(incoming)) and valid[1] != "ff" and valid[2] != _NO_TRACE:
-        return f"00-{valid[2]}-{span}-{valid[3]}".encode()
+    if incoming and (valid := _TRACEPARENT.fullmatch(incoming.strip())):
+        version, trace, parent, flags, rest = valid.groups()
+        if version != "ff" and trace != _NO_TRACE and parent != _NO_PARENT and (version != "00" or rest is None):
+            return f"00-{trace}-{span}-{int(flags, 16) & 1:02x}".encode()
     return f"00-{os.urandom(16).hex()}-{span}-00".encode()  # none, or not valid: a new trace starts (W3C)
 
 
