@@ -73,7 +73,13 @@ class Doc:
     """What an error status means on this route, where it is more than :data:`ERRORS` says: "CODE: when"."""
 
 
-_RETRY_AFTER = {"Retry-After": "Seconds to wait before trying again"}
+def _header_docs(described: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Response headers as OpenAPI describes them: name -> description, a string."""
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in described}
+
+
+_RATE_HEADER_DOCS = _header_docs(_RATE_HEADERS.items())
+_RETRY_AFTER_DOCS = _header_docs([("Retry-After", "Seconds to wait before trying again")])
 _EXAMPLE_REQUEST_ID = "5f0c6d8e-2a41-4a0e-9a57-0b8f3f7c2d11"
 
 
@@ -137,24 +143,22 @@ def enrich(document: dict[str, Any], docs: Iterable[tuple[str, str, Doc]]) -> di
                 content[media] = {"schema": _schema(tp, schemas), "example": example}
             operation["requestBody"] = {"required": True, "content": content}
         responses: dict[str, Any] = {}
-        headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in _RATE_HEADERS.items()}
+        headers = _RATE_HEADER_DOCS
         if doc.response is not None:
             success: dict[str, Any] = {"schema": _schema(doc.response, schemas)}
             if doc.response_example is not None:
                 success["example"] = doc.response_example
-            extra = {name: {"description": text, "schema": {"type": "string"}} for name, text in doc.response_headers}
             responses[str(doc.status)] = {
                 "description": "Success",
-                "headers": {**headers, **extra},
+                "headers": {**headers, **_header_docs(doc.response_headers)},
                 "content": {"application/json": success},
             }
         notes = dict(doc.error_notes)
         for status in sorted({*doc.errors, *AUTH_ERRORS}):
             note = notes.get(status, ERRORS[status])
-            retry = {n: {"description": t, "schema": {"type": "string"}} for n, t in _RETRY_AFTER.items()}
             responses[str(status)] = {
                 "description": note,
-                "headers": {**headers, **retry} if status in (429, 503) else headers,
+                "headers": {**headers, **_RETRY_AFTER_DOCS} if status in (429, 503) else headers,
                 "content": {"application/json": {"schema": envelope, "example": _error_example(note)}},
             }
         operation["responses"] = responses

@@ -278,14 +278,17 @@ def body_hash(event: NewEvent) -> bytes:
     that the integer ``-0`` is ``0``, and an object with a repeated key counts its last value (as jsonb and most
     JSON readers do)."""
     metadata = _canonical(event.metadata) if event.metadata is not None else b""
-    parts = (event.source.encode(), event.event_type.encode(), _canonical(event.payload), metadata)
-    return hashlib.sha256(b"\x00".join(parts)).digest()
+    return _digest(event, _canonical(event.payload), metadata)
 
 
 def request_hash(event: NewEvent) -> bytes:
     """The previous rule, kept beside :func:`body_hash` for replicas of the previous version (a rolling deploy,
     a rollback): the same compact JSON."""
-    parts = (event.source.encode(), event.event_type.encode(), event.payload, event.metadata or b"")
+    return _digest(event, event.payload, event.metadata or b"")
+
+
+def _digest(event: NewEvent, payload: bytes, metadata: bytes) -> bytes:
+    parts = (event.source.encode(), event.event_type.encode(), payload, metadata)
     return hashlib.sha256(b"\x00".join(parts)).digest()
 
 
